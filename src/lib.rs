@@ -1,0 +1,10 @@
+//! warp_cache: a SIEVE caching engine for Python, in-process and across processes.
+//!
+//! Layers, top to bottom: `py` (the only code that touches Python), `memory` (in-process
+//! store), `sieve` (the eviction policy), `sync` (the concurrency seam swapped by loom and
+//! shuttle builds).
+#![warn(missing_docs)]
+
+pub mod sieve;
+pub mod memory;
+pub mod sync;

@@ -1,0 +1,60 @@
+//! How a shard is guarded. The store is generic over it: a read/write lock from the sync
+//! seam on free-threaded builds and in models; the Python layer supplies a GIL-backed cell
+//! on GIL builds, where the interpreter lock already serializes every access.
+
+use crate::sync::RwLock;
+use std::ops::{Deref, DerefMut};
+
+/// Shared access to a shard.
+pub trait ShardRead<'a, T: 'a>: Deref<Target = T> {}
+impl<'a, T: 'a, G: Deref<Target = T>> ShardRead<'a, T> for G {}
+
+/// Exclusive access to a shard.
+pub trait ShardWrite<'a, T: 'a>: DerefMut<Target = T> {}
+impl<'a, T: 'a, G: DerefMut<Target = T>> ShardWrite<'a, T> for G {}
+
+/// A guard around one shard.
+pub trait ShardLock<T> {
+    /// The guard for shared access.
+    type Read<'a>: ShardRead<'a, T>
+    where
+        Self: 'a,
+        T: 'a;
+    /// The guard for exclusive access.
+    type Write<'a>: ShardWrite<'a, T>
+    where
+        Self: 'a,
+        T: 'a;
+
+    /// Wraps a shard.
+    fn new(value: T) -> Self;
+    /// Shared access; many readers may hold it at once.
+    fn read(&self) -> Self::Read<'_>;
+    /// Exclusive access.
+    fn write(&self) -> Self::Write<'_>;
+}
+
+impl<T> ShardLock<T> for RwLock<T> {
+    type Read<'a>
+        = crate::sync::RwLockReadGuard<'a, T>
+    where
+        T: 'a;
+    type Write<'a>
+        = crate::sync::RwLockWriteGuard<'a, T>
+    where
+        T: 'a;
+
+    fn new(value: T) -> Self {
+        RwLock::new(value)
+    }
+
+    fn read(&self) -> Self::Read<'_> {
+        // A panic while a guard is held leaves the shard consistent (every mutation is
+        // completed before anything that can panic), so poisoning carries no meaning here.
+        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> Self::Write<'_> {
+        self.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
