@@ -5,6 +5,10 @@
 //! shuttle builds).
 #![warn(missing_docs)]
 
-pub mod sieve;
+pub mod clock;
 pub mod memory;
+pub mod sieve;
 pub mod sync;
+
+#[cfg(feature = "python")]
+mod py;

@@ -22,7 +22,10 @@ pub struct Link {
 
 impl Link {
     /// A slot outside any queue.
-    pub const DETACHED: Link = Link { newer: NIL, older: NIL };
+    pub const DETACHED: Link = Link {
+        newer: NIL,
+        older: NIL,
+    };
 }
 
 /// The queue's ends and the hand.
@@ -38,7 +41,11 @@ pub struct Ends {
 
 impl Ends {
     /// An empty queue.
-    pub const EMPTY: Ends = Ends { head: NIL, tail: NIL, hand: NIL };
+    pub const EMPTY: Ends = Ends {
+        head: NIL,
+        tail: NIL,
+        hand: NIL,
+    };
 }
 
 /// Storage for a SIEVE queue. Implementors provide the four accessors; the policy is
@@ -56,7 +63,13 @@ pub trait SieveQueue {
     /// Puts detached slot `i` at the head (the newest end).
     fn push_newest(&mut self, i: u32) {
         let mut ends = self.ends();
-        self.set_link(i, Link { newer: NIL, older: ends.head });
+        self.set_link(
+            i,
+            Link {
+                newer: NIL,
+                older: ends.head,
+            },
+        );
         if ends.head == NIL {
             ends.tail = i;
         } else {
@@ -104,7 +117,11 @@ pub trait SieveQueue {
         if ends.tail == NIL {
             return None;
         }
-        let mut at = if ends.hand == NIL { ends.tail } else { ends.hand };
+        let mut at = if ends.hand == NIL {
+            ends.tail
+        } else {
+            ends.hand
+        };
         // Without racing hits, one pass from the tail clears every bit, so a third wrap
         // only happens when hits keep re-setting bits: then the slot under the hand goes.
         let mut wraps = 0;
@@ -139,7 +156,10 @@ impl Default for SieveList {
 impl SieveList {
     /// An empty queue with no slots.
     pub fn new() -> Self {
-        Self { links: Vec::new(), ends: Ends::EMPTY }
+        Self {
+            links: Vec::new(),
+            ends: Ends::EMPTY,
+        }
     }
 
     /// Makes room for slot indices below `slots`.
@@ -194,7 +214,11 @@ mod tests {
 
     impl ReferenceSieve {
         fn new(capacity: usize) -> Self {
-            Self { capacity, queue: Vec::new(), hand: None }
+            Self {
+                capacity,
+                queue: Vec::new(),
+                hand: None,
+            }
         }
 
         /// Returns true on a hit.
@@ -210,7 +234,11 @@ mod tests {
                     at = (at + 1) % self.queue.len();
                 }
                 self.queue.remove(at);
-                self.hand = if at < self.queue.len() { Some(at) } else { None };
+                self.hand = if at < self.queue.len() {
+                    Some(at)
+                } else {
+                    None
+                };
             }
             self.queue.push((key, false));
             false
@@ -309,7 +337,10 @@ mod tests {
         assert!(policy.access(1));
         for k in 100..140 {
             policy.access(k);
-            assert!(policy.slot_of.contains_key(&1), "hot key evicted by scan at {k}");
+            assert!(
+                policy.slot_of.contains_key(&1),
+                "hot key evicted by scan at {k}"
+            );
             policy.access(1);
         }
     }
@@ -331,7 +362,14 @@ mod tests {
         list.unlink(3);
         list.unlink(0);
         list.unlink(1);
-        assert_eq!(list.ends(), Ends { head: NIL, tail: NIL, hand: NIL });
+        assert_eq!(
+            list.ends(),
+            Ends {
+                head: NIL,
+                tail: NIL,
+                hand: NIL
+            }
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ mod imp {
 
 #[cfg(all(shuttle, not(loom)))]
 mod imp {
-    pub use shuttle::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+    pub use shuttle::sync::atomic::{
+        fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+    };
     pub use shuttle::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
     /// A pause inside a spin loop (a scheduling point under shuttle).

@@ -32,6 +32,9 @@ pub trait ShardLock<T> {
     fn read(&self) -> Self::Read<'_>;
     /// Exclusive access.
     fn write(&self) -> Self::Write<'_>;
+    /// Shared access if nobody holds exclusive access now (for the garbage collector's
+    /// traversal, which must never block).
+    fn try_read(&self) -> Option<Self::Read<'_>>;
 }
 
 impl<T> ShardLock<T> for RwLock<T> {
@@ -55,6 +58,11 @@ impl<T> ShardLock<T> for RwLock<T> {
     }
 
     fn write(&self) -> Self::Write<'_> {
-        self.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn try_read(&self) -> Option<Self::Read<'_>> {
+        self.try_read().ok()
     }
 }

@@ -103,7 +103,11 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
             match decide(entry, i, key, verdicts) {
                 Some(equal) => equal,
                 None => {
-                    undecided.push(Candidate { slot: i, stamp: entry.stamp, key: entry.key.clone() });
+                    undecided.push(Candidate {
+                        slot: i,
+                        stamp: entry.stamp,
+                        key: entry.key.clone(),
+                    });
                     false
                 }
             }
@@ -115,7 +119,10 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
     }
 
     fn entry(&self, i: u32) -> &Entry<K, V> {
-        self.slots[i as usize].entry.as_ref().expect("table points at occupied slots")
+        self.slots[i as usize]
+            .entry
+            .as_ref()
+            .expect("table points at occupied slots")
     }
 
     /// The value of live slot `i`, marking it visited. Only writes when the bit is clear, so
@@ -131,7 +138,10 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
 
     /// Gives slot `i` a new value (and expiry), returning the old value to drop later.
     pub(crate) fn replace_value(&mut self, i: u32, value: V, expires_at: u64) -> V {
-        let entry = self.slots[i as usize].entry.as_mut().expect("occupied slot");
+        let entry = self.slots[i as usize]
+            .entry
+            .as_mut()
+            .expect("occupied slot");
         entry.expires_at = expires_at;
         std::mem::replace(&mut entry.value, value)
     }
@@ -140,7 +150,13 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
     pub(crate) fn insert_new(&mut self, hash: u64, key: K, value: V, expires_at: u64) {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let entry = Entry { hash, stamp, expires_at, key, value };
+        let entry = Entry {
+            hash,
+            stamp,
+            expires_at,
+            key,
+            value,
+        };
         let i = match self.free.pop() {
             Some(i) => {
                 let slot = &mut self.slots[i as usize];
@@ -150,7 +166,10 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
             }
             None => {
                 let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 slots per shard");
-                self.slots.push(Slot { entry: Some(entry), visited: AtomicBool::new(false) });
+                self.slots.push(Slot {
+                    entry: Some(entry),
+                    visited: AtomicBool::new(false),
+                });
                 self.queue.grow_to(self.slots.len());
                 i
             }
@@ -202,6 +221,13 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
         drained
     }
 
+    /// Every stored key and value.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref().map(|e| (&e.key, &e.value)))
+    }
+
     /// Entries not yet expired at `now`.
     pub(crate) fn live_len(&self, now: u64) -> usize {
         self.slots
@@ -218,16 +244,31 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
         assert_eq!(order.len(), occupied, "queue length vs occupied slots");
         assert_eq!(self.table.len(), occupied, "table length vs occupied slots");
         for &i in &order {
-            let entry = self.slots[i as usize].entry.as_ref().expect("queued slot occupied");
-            assert!(self.table.find(entry.hash, |&j| j == i).is_some(), "slot {i} not in table");
+            let entry = self.slots[i as usize]
+                .entry
+                .as_ref()
+                .expect("queued slot occupied");
+            assert!(
+                self.table.find(entry.hash, |&j| j == i).is_some(),
+                "slot {i} not in table"
+            );
         }
-        assert_eq!(self.free.len() + occupied, self.slots.len(), "free list accounts for all");
+        assert_eq!(
+            self.free.len() + occupied,
+            self.slots.len(),
+            "free list accounts for all"
+        );
     }
 }
 
 /// Equality of a stored entry with the probe key: quick check first, then a verdict.
 #[inline]
-fn decide<K: CacheKey, V>(entry: &Entry<K, V>, slot: u32, key: &K, verdicts: &[Verdict]) -> Option<bool> {
+fn decide<K: CacheKey, V>(
+    entry: &Entry<K, V>,
+    slot: u32,
+    key: &K,
+    verdicts: &[Verdict],
+) -> Option<bool> {
     entry.key.quick_eq(key).or_else(|| {
         verdicts
             .iter()

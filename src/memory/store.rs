@@ -87,7 +87,11 @@ where
     #[inline]
     fn shard_of(&self, hash: u64) -> &L {
         // High bits: the table inside the shard indexes with the low ones.
-        let index = if self.shard_bits == 0 { 0 } else { (hash >> (64 - self.shard_bits)) as usize };
+        let index = if self.shard_bits == 0 {
+            0
+        } else {
+            (hash >> (64 - self.shard_bits)) as usize
+        };
         &self.shards[index]
     }
 
@@ -153,7 +157,9 @@ where
     /// Takes one unit of the size budget if any is left.
     fn try_reserve(&self) -> bool {
         self.len
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.max_size).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max_size).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -181,9 +187,22 @@ where
         all
     }
 
+    /// Calls `f` on every entry of every shard that is not being written right now; a
+    /// garbage collector's traversal, which must not block, may miss a busy shard.
+    pub fn for_each_unlocked(&self, mut f: impl FnMut(&K, &V)) {
+        for lock in self.shards.iter() {
+            if let Some(shard) = lock.try_read() {
+                shard.entries().for_each(|(k, v)| f(k, v));
+            }
+        }
+    }
+
     /// Entries that are still live at `now`.
     pub fn live_len(&self, now: u64) -> usize {
-        self.shards.iter().map(|lock| lock.read().live_len(now)).sum()
+        self.shards
+            .iter()
+            .map(|lock| lock.read().live_len(now))
+            .sum()
     }
 
     /// Asserts every shard's invariants and the size accounting (tests and fuzzing).

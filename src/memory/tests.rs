@@ -25,10 +25,17 @@ fn holds_max_size_when_every_hash_lands_in_one_shard() {
     let store = U64Store::new(100, 16);
     assert_eq!(store.shard_count(), 16);
     for k in 0..1000u64 {
-        assert!(matches!(store.insert(k, k, k * 2, &[], 0, u64::MAX), Insert::Done(_)));
+        assert!(matches!(
+            store.insert(k, k, k * 2, &[], 0, u64::MAX),
+            Insert::Done(_)
+        ));
         assert!(store.len() <= 100);
     }
-    assert_eq!(store.len(), 100, "a skewed shard still gets the whole budget");
+    assert_eq!(
+        store.len(),
+        100,
+        "a skewed shard still gets the whole budget"
+    );
     store.check_invariants();
 }
 
@@ -37,10 +44,16 @@ fn evicts_from_other_shards_when_own_shard_is_empty() {
     let store = U64Store::new(4, 2);
     // Fill shard 0 (high bit clear), then insert into shard 1 (high bit set).
     for k in 0..4u64 {
-        assert!(matches!(store.insert(k, k, k, &[], 0, u64::MAX), Insert::Done(_)));
+        assert!(matches!(
+            store.insert(k, k, k, &[], 0, u64::MAX),
+            Insert::Done(_)
+        ));
     }
     let high = 1u64 << 63;
-    assert!(matches!(store.insert(high, high, 7, &[], 0, u64::MAX), Insert::Done(_)));
+    assert!(matches!(
+        store.insert(high, high, 7, &[], 0, u64::MAX),
+        Insert::Done(_)
+    ));
     assert_eq!(store.len(), 4);
     assert!(matches!(store.get(high, &high, &[], 0), Get::Hit(7)));
     store.check_invariants();
@@ -75,7 +88,10 @@ fn expired_entries_are_evicted_before_visited_ones() {
 #[test]
 fn zero_size_caches_nothing() {
     let store = U64Store::new(0, 1);
-    assert!(matches!(store.insert(1, 1, 1, &[], 0, u64::MAX), Insert::NotCached(1, 1)));
+    assert!(matches!(
+        store.insert(1, 1, 1, &[], 0, u64::MAX),
+        Insert::NotCached(1, 1)
+    ));
     assert_eq!(store.len(), 0);
 }
 
@@ -114,7 +130,10 @@ fn foreign_eq(a: &ForeignKey, b: &ForeignKey) -> bool {
 fn undecided_candidates_are_settled_by_verdicts() {
     let store: Store<ForeignKey, u64, RwLock<Shard<ForeignKey, u64>>> = Store::new(8, 1);
     let stored = ForeignKey { id: 1, class: 5 };
-    assert!(matches!(store.insert(42, stored, 9, &[], 0, u64::MAX), Insert::Done(None)));
+    assert!(matches!(
+        store.insert(42, stored, 9, &[], 0, u64::MAX),
+        Insert::Done(None)
+    ));
 
     let equal = ForeignKey { id: 2, class: 5 };
     let Get::Undecided(candidates) = store.get(42, &equal, &[], 0) else {
@@ -122,7 +141,11 @@ fn undecided_candidates_are_settled_by_verdicts() {
     };
     let verdicts: Vec<Verdict> = candidates
         .iter()
-        .map(|c| Verdict { slot: c.slot, stamp: c.stamp, equal: foreign_eq(&c.key, &equal) })
+        .map(|c| Verdict {
+            slot: c.slot,
+            stamp: c.stamp,
+            equal: foreign_eq(&c.key, &equal),
+        })
         .collect();
     assert!(matches!(store.get(42, &equal, &verdicts, 0), Get::Hit(9)));
 
@@ -133,9 +156,16 @@ fn undecided_candidates_are_settled_by_verdicts() {
     };
     let verdicts: Vec<Verdict> = candidates
         .iter()
-        .map(|c| Verdict { slot: c.slot, stamp: c.stamp, equal: foreign_eq(&c.key, &other) })
+        .map(|c| Verdict {
+            slot: c.slot,
+            stamp: c.stamp,
+            equal: foreign_eq(&c.key, &other),
+        })
         .collect();
-    assert!(matches!(store.insert(42, other, value, &verdicts, 0, u64::MAX), Insert::Done(None)));
+    assert!(matches!(
+        store.insert(42, other, value, &verdicts, 0, u64::MAX),
+        Insert::Done(None)
+    ));
     assert_eq!(store.len(), 2, "unequal keys with one hash are two entries");
     store.check_invariants();
 }
@@ -145,12 +175,21 @@ fn stale_verdicts_are_ignored() {
     let store: Store<ForeignKey, u64, RwLock<Shard<ForeignKey, u64>>> = Store::new(1, 1);
     store.insert(7, ForeignKey { id: 1, class: 1 }, 1, &[], 0, u64::MAX);
     let probe = ForeignKey { id: 2, class: 1 };
-    let Get::Undecided(c) = store.get(7, &probe, &[], 0) else { panic!() };
-    let verdict = Verdict { slot: c[0].slot, stamp: c[0].stamp, equal: true };
+    let Get::Undecided(c) = store.get(7, &probe, &[], 0) else {
+        panic!()
+    };
+    let verdict = Verdict {
+        slot: c[0].slot,
+        stamp: c[0].stamp,
+        equal: true,
+    };
     // The entry is evicted and its slot reused by a different key.
     store.insert(8, ForeignKey { id: 3, class: 2 }, 2, &[], 0, u64::MAX);
     store.insert(7, ForeignKey { id: 4, class: 3 }, 3, &[], 0, u64::MAX);
-    assert!(matches!(store.get(7, &probe, &[verdict], 0), Get::Undecided(_)));
+    assert!(matches!(
+        store.get(7, &probe, &[verdict], 0),
+        Get::Undecided(_)
+    ));
 }
 
 #[test]
@@ -162,7 +201,9 @@ fn threads_racing_keep_every_invariant() {
             std::thread::spawn(move || {
                 let mut x = t + 1;
                 for _ in 0..20_000 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let key = (x >> 33) % 200;
                     match get(&store, key, 0) {
                         Some(v) => assert_eq!(v, key * 3, "wrong value for {key}"),

@@ -1,0 +1,11 @@
+"""warp_cache: a thread-safe SIEVE caching decorator with a Rust engine.
+
+>>> from warp_cache import cache
+>>> @cache(max_size=256)
+... def square(x):
+...     return x * x
+"""
+
+from warp_cache._api import Backend, CacheInfo, SharedCacheInfo, cache
+
+__all__ = ["Backend", "CacheInfo", "SharedCacheInfo", "cache"]

@@ -1,0 +1,184 @@
+"""The public decorator: argument validation and wiring to the Rust engine."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import math
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
+
+from warp_cache import _warp_cache
+
+if TYPE_CHECKING:
+    from warp_cache._types import CachedFunction, P, R
+
+
+class Backend(enum.IntEnum):
+    """Where cached data lives."""
+
+    MEMORY = 0
+    SHARED = 1
+
+
+class CacheInfo(NamedTuple):
+    """Statistics of a memory-backend cache."""
+
+    hits: int
+    misses: int
+    max_size: int
+    current_size: int
+
+
+class SharedCacheInfo(NamedTuple):
+    """Statistics of a shared-backend cache."""
+
+    hits: int
+    misses: int
+    max_size: int
+    current_size: int
+    oversize_skips: int
+
+
+# Separates positional from keyword arguments inside a key tuple.
+_KW_MARK = object()
+
+_F = TypeVar("_F")
+
+
+class _Settings(NamedTuple):
+    max_size: int
+    ttl: float | None
+    backend: Backend
+    max_key_size: int
+    max_value_size: int
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_ttl(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+    if math.isnan(ttl) or ttl <= 0:
+        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+    return float(ttl)
+
+
+def _check_backend(backend: object) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        try:
+            return Backend[backend.upper()]
+        except KeyError:
+            pass
+        raise ValueError(f"backend must be 'memory' or 'shared', got {backend!r}")
+    if isinstance(backend, int) and not isinstance(backend, bool):
+        try:
+            return Backend(backend)
+        except ValueError:
+            raise ValueError(f"backend must be Backend.MEMORY (0) or Backend.SHARED (1), got {backend}") from None
+    raise TypeError(f"backend must be a Backend, an int or a str, got {type(backend).__name__}")
+
+
+def _validate(
+    max_size: object, ttl: object, backend: object, max_key_size: object, max_value_size: object
+) -> _Settings:
+    settings = _Settings(
+        max_size=_check_int("max_size", max_size, 0),
+        ttl=_check_ttl(ttl),
+        backend=_check_backend(backend),
+        max_key_size=_check_int("max_key_size", max_key_size, 1),
+        max_value_size=_check_int("max_value_size", max_value_size, 1),
+    )
+    if settings.max_size > 2**32 - 1:
+        raise ValueError(f"max_size must be < 2**32, got {settings.max_size}")
+    if settings.backend is Backend.SHARED and sys.platform == "win32":
+        raise RuntimeError("backend='shared' needs POSIX shared memory; it is not available on Windows")
+    return settings
+
+
+async def _fill(cached: Any, key: object, coro: Any) -> Any:
+    """Awaits a missed coroutine and caches its result (exceptions are not cached)."""
+    value = await coro
+    cached._store_result(key, value)
+    return value
+
+
+def _mark_coroutine_function(wrapper: Any, func: Any) -> None:
+    """Make `inspect.iscoroutinefunction(wrapper)` true, as it is for `func`."""
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+        inspect.markcoroutinefunction(wrapper)
+        return
+    # Python 3.11 recognises "function-like" objects by their code flags.
+    for attr in ("__code__", "__defaults__", "__kwdefaults__"):
+        setattr(wrapper, attr, getattr(func, attr, None))
+    import asyncio.coroutines
+
+    wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+
+def _decorate(func: Any, settings: _Settings) -> Any:
+    if not callable(func):
+        raise TypeError(f"cache() decorates callables, got {type(func).__name__}")
+    if settings.backend is Backend.SHARED:
+        raise NotImplementedError("backend='shared' is not available yet")
+    is_async = inspect.iscoroutinefunction(func)
+    wrapper = _warp_cache.make_memory_cache(
+        func,
+        settings.max_size,
+        settings.ttl,
+        CacheInfo,
+        _KW_MARK,
+        _fill if is_async else None,
+    )
+    functools.update_wrapper(wrapper, func)
+    if is_async:
+        _mark_coroutine_function(wrapper, func)
+    return wrapper
+
+
+@overload
+def cache(max_size: Callable[P, R], /) -> CachedFunction[P, R]: ...
+
+
+@overload
+def cache(
+    max_size: int = 128,
+    ttl: float | None = None,
+    backend: Backend | int | str = Backend.MEMORY,
+    max_key_size: int = 512,
+    max_value_size: int = 4096,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
+
+def cache(
+    max_size: Any = 128,
+    ttl: Any = None,
+    backend: Any = Backend.MEMORY,
+    max_key_size: Any = 512,
+    max_value_size: Any = 4096,
+) -> Any:
+    """Cache a function's results, keyed by its arguments, with SIEVE eviction.
+
+    Use as ``@cache()``, ``@cache(max_size=256, ttl=60)`` or bare ``@cache``. Arguments
+    are checked here, at decoration time.
+    """
+    if callable(max_size) and not isinstance(max_size, int):
+        return _decorate(max_size, _validate(128, ttl, backend, max_key_size, max_value_size))
+    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size)
+
+    def decorator(func: Any) -> Any:
+        return _decorate(func, settings)
+
+    return decorator
