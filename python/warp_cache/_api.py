@@ -87,7 +87,8 @@ def _check_backend(backend: object) -> Backend:
         try:
             return Backend(backend)
         except ValueError:
-            raise ValueError(f"backend must be Backend.MEMORY (0) or Backend.SHARED (1), got {backend}") from None
+            message = f"backend must be Backend.MEMORY (0) or Backend.SHARED (1), got {backend}"
+            raise ValueError(message) from None
     raise TypeError(f"backend must be a Backend, an int or a str, got {type(backend).__name__}")
 
 
@@ -104,7 +105,9 @@ def _validate(
     if settings.max_size > 2**32 - 1:
         raise ValueError(f"max_size must be < 2**32, got {settings.max_size}")
     if settings.backend is Backend.SHARED and sys.platform == "win32":
-        raise RuntimeError("backend='shared' needs POSIX shared memory; it is not available on Windows")
+        raise RuntimeError(
+            "backend='shared' needs POSIX shared memory; it is not available on Windows"
+        )
     return settings
 
 
