@@ -29,12 +29,15 @@ type MemoryStore = Store<PyKey, PyObj, Guard<Shard<PyKey, PyObj>>>;
 /// lookup as a miss (each round only happens when a foreign `__eq__` changed the cache).
 const COMPARE_ROUNDS: usize = 8;
 
+/// Caches up to this size are one shard, so their eviction order is exact SIEVE.
+const SINGLE_SHARD_MAX: usize = 1024;
+
 /// Shards for a cache of `max_size`. With the GIL there is no parallelism to gain, so one
-/// shard keeps SIEVE exact; free-threaded builds split larger caches so writers to
+/// shard keeps SIEVE exact; free-threaded builds split large caches so writers to
 /// different shards do not wait on each other.
 fn shard_count(max_size: usize) -> usize {
-    if cfg!(Py_GIL_DISABLED) {
-        (max_size / 256).clamp(1, 16)
+    if cfg!(Py_GIL_DISABLED) && max_size > SINGLE_SHARD_MAX {
+        (max_size / SINGLE_SHARD_MAX).clamp(1, 16)
     } else {
         1
     }
