@@ -6,11 +6,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 BUILT := $(VENV)/.built
+# Free-threaded CPython 3.13t, built once into ~/.cache/warp_cache by the script if missing.
+VENV_FT := .venv-ft
+PY_FT := $(VENV_FT)/bin/python
+STAMP_FT := $(VENV_FT)/.installed-dev
+BUILT_FT := $(VENV_FT)/.built
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs pyproject.toml
 PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi')
 
-.PHONY: help demo test test-rust test-python lint bench build clean
+.PHONY: help demo test test-rust test-python test-ft lint bench bench-ft build wheels clean
 
 help:
 	@echo "make demo   build, then run every example end to end"
@@ -29,6 +34,18 @@ $(BUILT): $(STAMP) $(RUST_SOURCES) $(PY_SOURCES)
 	touch $@
 
 build: $(BUILT)
+
+$(STAMP_FT): requirements-ft.txt scripts/ensure-python313t.sh
+	py313t="$$(scripts/ensure-python313t.sh | tail -n 1)" && "$$py313t" -m venv --clear $(VENV_FT)
+	$(PY_FT) -m pip install --quiet --upgrade pip
+	$(PY_FT) -m pip install --quiet -r requirements-ft.txt
+	touch $@
+
+# A separate target dir: the two interpreters' builds would otherwise evict each other.
+$(BUILT_FT): $(STAMP_FT) $(RUST_SOURCES) $(PY_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV_FT)) CARGO_TARGET_DIR=target/ft \
+		$(VENV_FT)/bin/maturin develop --release --quiet
+	touch $@
 
 demo: $(BUILT)
 	@for example in examples/*.py; do \
@@ -49,11 +66,23 @@ lint: $(STAMP)
 test-python: $(BUILT)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-test: test-rust lint test-python
+# The whole suite again with the GIL really off (test_typing is a static check: 3.11 only).
+test-ft: $(BUILT_FT)
+	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
+	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
-bench: $(BUILT)
+test: test-rust lint test-python test-ft
+
+bench: $(BUILT) $(BUILT_FT)
+	mkdir -p benches/results
 	$(PY) -m pip install --quiet -r benches/requirements.txt || true
-	$(PY) benches/compare.py --write docs/benchmarks-latest.md
+	$(PY) benches/compare.py --write benches/results/gil.md
+	env -u PYTHON_GIL $(PY_FT) benches/threads.py --write benches/results/free-threaded.md
+
+# Release wheels for CPython 3.11 and free-threaded 3.13t, into dist/.
+wheels: $(STAMP) $(STAMP_FT)
+	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
+	CARGO_TARGET_DIR=target/ft $(VENV)/bin/maturin build --release --out dist --interpreter $(PY_FT)
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(VENV_FT) target dist

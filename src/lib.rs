@@ -6,7 +6,9 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod codec;
 pub mod memory;
+pub mod shared;
 pub mod sieve;
 pub mod sync;
 

@@ -6,6 +6,7 @@
 
 #[cfg(not(any(loom, shuttle)))]
 mod imp {
+    pub use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
     pub use portable_atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
     pub use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -66,3 +66,36 @@ impl<T> ShardLock<T> for RwLock<T> {
         self.try_read().ok()
     }
 }
+
+/// A reader-sharded lock: each reading thread locks its own cache-padded shard, so hits from
+/// many threads never write a shared cache line; a writer locks every shard. Free-threaded
+/// builds guard memory-store shards with it. (Models use plain `RwLock`s instead.)
+#[cfg(not(any(loom, shuttle)))]
+impl<T> ShardLock<T> for crate::sync::ShardedLock<T> {
+    type Read<'a>
+        = crate::sync::ShardedLockReadGuard<'a, T>
+    where
+        T: 'a;
+    type Write<'a>
+        = crate::sync::ShardedLockWriteGuard<'a, T>
+    where
+        T: 'a;
+
+    fn new(value: T) -> Self {
+        crate::sync::ShardedLock::new(value)
+    }
+
+    fn read(&self) -> Self::Read<'_> {
+        // As for RwLock: shards stay consistent across a panic, poisoning means nothing.
+        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> Self::Write<'_> {
+        self.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn try_read(&self) -> Option<Self::Read<'_>> {
+        self.try_read().ok()
+    }
+}

@@ -194,7 +194,20 @@ fn stale_verdicts_are_ignored() {
 
 #[test]
 fn threads_racing_keep_every_invariant() {
-    let store = Arc::new(U64Store::new(64, 4));
+    hammer(Arc::new(U64Store::new(64, 4)));
+}
+
+#[test]
+fn threads_racing_on_reader_sharded_locks_keep_every_invariant() {
+    hammer(Arc::new(Store::<
+        u64,
+        u64,
+        crate::sync::ShardedLock<Shard<u64, u64>>,
+    >::new(64, 4)));
+}
+
+/// Four threads of mixed gets, inserts and clears, every value checked.
+fn hammer<L: ShardLock<Shard<u64, u64>> + Send + Sync + 'static>(store: Arc<Store<u64, u64, L>>) {
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let store = Arc::clone(&store);
@@ -205,9 +218,9 @@ fn threads_racing_keep_every_invariant() {
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
                     let key = (x >> 33) % 200;
-                    match get(&store, key, 0) {
-                        Some(v) => assert_eq!(v, key * 3, "wrong value for {key}"),
-                        None => put(&store, key, key * 3, 0, u64::MAX),
+                    match store.get(spread_hash(key), &key, &[], 0) {
+                        Get::Hit(v) => assert_eq!(v, key * 3, "wrong value for {key}"),
+                        _ => drop(store.insert(spread_hash(key), key, key * 3, &[], 0, u64::MAX)),
                     }
                     if x % 5000 == 0 {
                         drop(store.clear());

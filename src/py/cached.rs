@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 #[cfg(not(Py_GIL_DISABLED))]
 type Guard<T> = super::gil_lock::GilLock<T>;
 #[cfg(Py_GIL_DISABLED)]
-type Guard<T> = crate::sync::RwLock<T>;
+type Guard<T> = crate::sync::ShardedLock<T>;
 
 type MemoryStore = Store<PyKey, PyObj, Guard<Shard<PyKey, PyObj>>>;
 

@@ -1,0 +1,292 @@
+//! The shared cache's operations over a lock region and a data region, wherever they live:
+//! mapped files in production ([`super::SharedStore`]), boxed words in tests and models
+//! ([`HeapRegion`]).
+//!
+//! Lookups run inside a seqlock read and take no lock. Inserts and clears take the write
+//! lock; one that finds the last write torn, or the data inconsistent, resets the region
+//! (drops every entry) and carries on. Every operation first checks that this mapping is
+//! still the current file ([`Stale`] otherwise: the owner re-opens and retries).
+
+use super::layout::{
+    self, header, lock_word, Layout, Params, TooLarge, DATA_MAGIC, LOCK_MAGIC, LOCK_WORDS,
+};
+use super::seqlock::{LockOwner, SeqLock};
+use super::table::{Corrupt, Table};
+use crate::codec::key_hash;
+use crate::sieve::SieveQueue;
+use crate::sync::{AtomicU64, Ordering};
+
+/// This mapping is no longer the cache's current file: re-open it and try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale;
+
+/// What became of an insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The entry is in the cache (or an equal live key already was).
+    Stored,
+    /// The key or value exceeds its size limit; counted in `oversize_skips`.
+    Oversize,
+    /// Not cached: zero capacity, or the lock stayed busy, or the files could not be opened.
+    NotCached,
+}
+
+/// Counters and sizes, shared by every process using the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// Lookups that returned a value.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Most entries held.
+    pub max_size: u64,
+    /// Entries held now, expired ones not yet replaced included.
+    pub current_size: u64,
+    /// Inserts skipped for size.
+    pub oversize_skips: u64,
+}
+
+/// The cache over borrowed regions.
+pub struct Engine<'a> {
+    layout: &'a Layout,
+    lock: &'a [AtomicU64],
+    table: Table<'a>,
+    generation: u64,
+}
+
+impl<'a> Engine<'a> {
+    /// The cache over `lock` ([`LOCK_WORDS`] words) and `data` (`layout.total_words()`),
+    /// which must belong to `generation`; `None` if a region has the wrong length.
+    pub fn new(
+        layout: &'a Layout,
+        lock: &'a [AtomicU64],
+        data: &'a [AtomicU64],
+        generation: u64,
+    ) -> Option<Self> {
+        let table = Table::new(data, layout)?;
+        (lock.len() == LOCK_WORDS).then_some(Self {
+            layout,
+            lock,
+            table,
+            generation,
+        })
+    }
+
+    fn seqlock(&self) -> SeqLock<'a> {
+        SeqLock::new(&self.lock[lock_word::SEQ], &self.lock[lock_word::OWNER])
+    }
+
+    /// Whether these regions are still the cache's current files.
+    pub fn is_current(&self) -> bool {
+        let lock = |i: usize| self.lock[i].load(Ordering::Acquire);
+        let data = |i: usize| self.table.header(i).load(Ordering::Acquire);
+        lock(lock_word::MAGIC) == LOCK_MAGIC
+            && lock(lock_word::RETIRED) == 0
+            && lock(lock_word::GENERATION) == self.generation
+            && data(header::MAGIC) == DATA_MAGIC
+            && data(header::GENERATION) == self.generation
+    }
+
+    fn count(&self, counter: usize) {
+        self.table.header(counter).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Looks `key` up at time `now`; on a hit the value is left in `out`. Counts the hit or
+    /// miss. Gives up (a miss) if writers keep the region busy.
+    pub fn get(&self, key: &[u8], now: u64, out: &mut Vec<u8>) -> Result<bool, Stale> {
+        if !self.is_current() {
+            return Err(Stale);
+        }
+        let hit = if key.len() > self.layout.params().max_key_size as usize {
+            None
+        } else {
+            let hash = key_hash(key);
+            let table = self.table;
+            self.seqlock()
+                .read(|| {
+                    table
+                        .find(hash, key)
+                        .filter(|&i| table.read_live(i, key, now, out))
+                })
+                .flatten()
+        };
+        match hit {
+            Some(i) => {
+                self.table.mark_visited(i);
+                self.count(header::HITS);
+                Ok(true)
+            }
+            None => {
+                self.count(header::MISSES);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stores `key -> value`, living until `expires_at` (`u64::MAX`: forever). An equal key
+    /// that is live at `now` keeps its value.
+    pub fn insert(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        owner: &impl LockOwner,
+    ) -> Result<InsertOutcome, Stale> {
+        let params = self.layout.params();
+        if key.len() > params.max_key_size as usize || value.len() > params.max_value_size as usize
+        {
+            self.count(header::OVERSIZE);
+            return Ok(InsertOutcome::Oversize);
+        }
+        if params.capacity == 0 {
+            return Ok(InsertOutcome::NotCached);
+        }
+        let hash = key_hash(key);
+        let stored = self.write(owner, || {
+            if self.put(hash, key, value, now, expires_at).is_err() {
+                self.table.reset();
+                // An empty region has room and a clear table: this cannot fail, and if
+                // it somehow did the entry would just not be cached.
+                let _ = self.put(hash, key, value, now, expires_at);
+            }
+        })?;
+        Ok(match stored {
+            Some(()) => InsertOutcome::Stored,
+            None => InsertOutcome::NotCached,
+        })
+    }
+
+    /// Drops every entry and zeroes the counters, for every process. False if the lock
+    /// stayed busy.
+    pub fn clear(&self, owner: &impl LockOwner) -> Result<bool, Stale> {
+        let cleared = self.write(owner, || {
+            self.table.reset();
+            for counter in [header::HITS, header::MISSES, header::OVERSIZE] {
+                self.table.header(counter).store(0, Ordering::Relaxed);
+            }
+        })?;
+        Ok(cleared.is_some())
+    }
+
+    /// The shared counters and sizes.
+    pub fn info(&self) -> Result<Info, Stale> {
+        if !self.is_current() {
+            return Err(Stale);
+        }
+        let load = |i: usize| self.table.header(i).load(Ordering::Relaxed);
+        let max_size = u64::from(self.layout.capacity());
+        Ok(Info {
+            hits: load(header::HITS),
+            misses: load(header::MISSES),
+            max_size,
+            current_size: load(header::LEN).min(max_size),
+            oversize_skips: load(header::OVERSIZE),
+        })
+    }
+
+    /// Runs `change` in a write section; `None` if the lock stayed busy.
+    fn write<R>(
+        &self,
+        owner: &impl LockOwner,
+        change: impl FnOnce() -> R,
+    ) -> Result<Option<R>, Stale> {
+        let Some(guard) = self.seqlock().lock(owner) else {
+            return Ok(None);
+        };
+        if !self.is_current() {
+            if guard.torn() {
+                // The torn file is the current one, which this process has not mapped:
+                // a new generation makes the next opener recreate it.
+                self.lock[lock_word::GENERATION].fetch_add(1, Ordering::AcqRel);
+            }
+            return Err(Stale);
+        }
+        if guard.torn() {
+            self.table.reset();
+        }
+        let result = change();
+        drop(guard);
+        Ok(Some(result))
+    }
+
+    /// The insert proper, under the write lock.
+    fn put(
+        &self,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), Corrupt> {
+        let table = self.table;
+        if let Some(i) = table.find(hash, key) {
+            let mut current = Vec::new();
+            if !table.read_live(i, key, now, &mut current) {
+                // Expired or damaged: the new value takes its place in the queue.
+                table.write_entry(i, hash, key, value, expires_at);
+            }
+            return Ok(());
+        }
+        let len = table.len()?;
+        let i = if len < self.layout.capacity() {
+            table.set_len(len + 1);
+            len
+        } else {
+            let mut queue = table.queue();
+            let victim = queue
+                .select_victim(|i| table.second_chance(i, now))
+                .ok_or(Corrupt)?;
+            if victim >= len {
+                return Err(Corrupt);
+            }
+            table.table_remove(table.hash_of(victim), victim)?;
+            queue.unlink(victim);
+            victim
+        };
+        table.write_entry(i, hash, key, value, expires_at);
+        table.clear_visited(i);
+        table.queue().push_newest(i);
+        table.table_insert(hash, i)
+    }
+}
+
+/// A lock region and a data region on the heap: the shared cache without files, for tests,
+/// models and fuzzing (one process, any number of threads).
+pub struct HeapRegion {
+    layout: Layout,
+    lock: Box<[AtomicU64]>,
+    data: Box<[AtomicU64]>,
+}
+
+impl HeapRegion {
+    /// An empty cache with `params`.
+    pub fn new(params: Params) -> Result<Self, TooLarge> {
+        let layout = Layout::new(params)?;
+        let words = |n: usize| {
+            (0..n)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Box<[AtomicU64]>>()
+        };
+        let (lock, data) = (words(LOCK_WORDS), words(layout.total_words()));
+        layout::init_lock(&lock, 1);
+        lock[lock_word::GENERATION].store(1, Ordering::Relaxed);
+        layout.init_data(&data, 1, 1);
+        Ok(Self { layout, lock, data })
+    }
+
+    /// The cache over these regions.
+    pub fn engine(&self) -> Engine<'_> {
+        Engine::new(&self.layout, &self.lock, &self.data, 1).expect("regions sized by the layout")
+    }
+
+    /// The lock region's words (tests and models poke at them).
+    pub fn lock_words(&self) -> &[AtomicU64] {
+        &self.lock
+    }
+
+    /// The data region's words (tests and models poke at them).
+    pub fn data_words(&self) -> &[AtomicU64] {
+        &self.data
+    }
+}

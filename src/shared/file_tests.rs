@@ -1,0 +1,379 @@
+//! The shared cache on real files in a temporary directory: several mappings, damaged
+//! files, unsafe directories, other processes.
+
+use super::layout::{lock_word, Layout, LOCK_WORDS};
+use super::region::Mapping;
+use super::tests::{params, xorshift, TestOwner};
+use super::*;
+use crate::sync::Ordering;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A directory removed when the test ends; the cache directory inside is made by the store.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("warp_cache_test-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
+        Self(path)
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.0.join("cache")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const STEM: &str = "tests.module.func-0123456789abcdef";
+
+fn open(dir: &Path, capacity: u32) -> SharedStore {
+    SharedStore::open(dir, STEM, params(capacity)).unwrap()
+}
+
+fn file(dir: &Path, suffix: &str) -> PathBuf {
+    dir.join(format!("{STEM}.{suffix}"))
+}
+
+#[test]
+fn two_mappings_share_entries_and_counters() {
+    let tmp = TempDir::new("share");
+    let (a, b) = (open(&tmp.cache(), 4), open(&tmp.cache(), 4));
+    assert_eq!(a.insert(b"k", b"value", 0, u64::MAX), InsertOutcome::Stored);
+    assert_eq!(b.get(b"k", 0).as_deref(), Some(&b"value"[..]));
+    assert_eq!(a.get(b"nope", 0), None);
+    let info = b.info();
+    assert_eq!(
+        (info.hits, info.misses, info.current_size, info.max_size),
+        (1, 1, 1, 4)
+    );
+    assert!(b.clear());
+    assert_eq!(a.get(b"k", 0), None);
+    assert_eq!(a.params(), params(4));
+}
+
+#[test]
+fn directory_and_files_are_private_and_named_for_the_function() {
+    let tmp = TempDir::new("private");
+    let _store = open(&tmp.cache(), 2);
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tmp.cache()), 0o700);
+    assert_eq!(mode(&file(&tmp.cache(), "data")), 0o600);
+    assert_eq!(mode(&file(&tmp.cache(), "lock")), 0o600);
+    let mut names: Vec<String> = fs::read_dir(tmp.cache())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![format!("{STEM}.data"), format!("{STEM}.lock")],
+        "no temporary files left"
+    );
+}
+
+#[test]
+fn file_stems_are_safe_readable_and_distinct() {
+    let stem = file_stem("pkg.mod", "Cls.method.<locals>.f", 7);
+    assert!(stem.starts_with("pkg.mod.Cls.method._locals_.f-"), "{stem}");
+    assert!(stem
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
+    assert_ne!(stem, file_stem("pkg.mod", "Cls.method.<locals>.f", 8));
+    assert_ne!(
+        file_stem("a", "b<", 0),
+        file_stem("a", "b>", 0),
+        "sanitizing must not merge names"
+    );
+    assert!(!file_stem("", "x", 0).starts_with('.'));
+    assert!(file_stem(&"m".repeat(1000), "f", 0).len() < 200);
+}
+
+#[test]
+fn other_parameters_recreate_the_file_and_old_mappings_notice() {
+    let tmp = TempDir::new("params");
+    let a = open(&tmp.cache(), 4);
+    a.insert(b"k", b"v", 0, u64::MAX);
+    let c = open(&tmp.cache(), 8);
+    assert_eq!(c.get(b"k", 0), None, "a new file for new parameters");
+    assert_eq!(
+        fs::metadata(file(&tmp.cache(), "data")).unwrap().len(),
+        Layout::new(params(8)).unwrap().total_bytes() as u64
+    );
+    // `a` must not keep using its orphaned file: it re-opens (and recreates for its size).
+    assert_eq!(a.get(b"k", 0), None);
+    assert_eq!(a.insert(b"k2", b"v2", 0, u64::MAX), InsertOutcome::Stored);
+    let b = open(&tmp.cache(), 4);
+    assert_eq!(b.get(b"k2", 0).as_deref(), Some(&b"v2"[..]));
+}
+
+/// Writes `bytes` at `offset` without changing the file's length: truncating a mapped file
+/// would fault whoever touches the lost tail, which is not what these tests are about.
+fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, offset)
+        .unwrap();
+}
+
+#[test]
+fn generation_change_is_noticed_by_every_mapping() {
+    let tmp = TempDir::new("generation");
+    let (a, b) = (open(&tmp.cache(), 4), open(&tmp.cache(), 4));
+    a.insert(b"k", b"v", 0, u64::MAX);
+    // The data file's magic is damaged under both mappings: `a` notices, recreates the file
+    // with the next generation; `b` sees the generation move and follows.
+    overwrite(&file(&tmp.cache(), "data"), 0, b"garbage!");
+    assert_eq!(a.get(b"k", 0), None);
+    assert_eq!(a.insert(b"k", b"new", 0, u64::MAX), InsertOutcome::Stored);
+    assert_eq!(b.get(b"k", 0).as_deref(), Some(&b"new"[..]));
+}
+
+#[test]
+fn replaced_lock_file_is_noticed() {
+    let tmp = TempDir::new("lock");
+    let a = open(&tmp.cache(), 4);
+    a.insert(b"k", b"v", 0, u64::MAX);
+    overwrite(&file(&tmp.cache(), "lock"), 0, b"garbage!");
+    // A newcomer replaces the lock file (and so the data file, which names the old lock).
+    let b = open(&tmp.cache(), 4);
+    assert_eq!(b.get(b"k", 0), None);
+    b.insert(b"k", b"new", 0, u64::MAX);
+    assert_eq!(
+        a.get(b"k", 0).as_deref(),
+        Some(&b"new"[..]),
+        "the old lock was retired"
+    );
+}
+
+/// Stores an entry, damages the files with `damage`, and checks a fresh open works.
+fn survives(test: &str, damage: impl FnOnce(&Path)) {
+    let tmp = TempDir::new(test);
+    open(&tmp.cache(), 4).insert(b"k", b"v", 0, u64::MAX);
+    damage(&tmp.cache());
+    let store = open(&tmp.cache(), 4);
+    if let Some(value) = store.get(b"k", 0) {
+        assert_eq!(value, b"v", "{test}");
+    }
+    assert_eq!(
+        store.insert(b"k2", b"v2", 0, u64::MAX),
+        InsertOutcome::Stored,
+        "{test}"
+    );
+    assert_eq!(store.get(b"k2", 0).as_deref(), Some(&b"v2"[..]), "{test}");
+}
+
+#[test]
+fn damaged_files_are_recreated_or_read_as_misses() {
+    let data_len = Layout::new(params(4)).unwrap().total_bytes();
+    let mut seed = 0xFEED_FACE_u64;
+    let noise: Vec<u8> = (0..data_len).map(|_| xorshift(&mut seed) as u8).collect();
+    survives("zeroed", |d| {
+        fs::write(file(d, "data"), vec![0; data_len]).unwrap()
+    });
+    survives("random", |d| fs::write(file(d, "data"), &noise).unwrap());
+    survives("truncated", |d| {
+        fs::write(file(d, "data"), &noise[..data_len / 2]).unwrap()
+    });
+    survives("empty", |d| fs::write(file(d, "data"), b"").unwrap());
+    survives("longer", |d| {
+        let mut long = fs::read(file(d, "data")).unwrap();
+        long.extend_from_slice(&[0; 8]);
+        fs::write(file(d, "data"), long).unwrap();
+    });
+    survives("body", |d| {
+        overwrite(&file(d, "data"), 8 * 12, &noise[..data_len - 8 * 12])
+    });
+    survives("lock_random", |d| {
+        fs::write(file(d, "lock"), &noise[..LOCK_WORDS * 8]).unwrap()
+    });
+    survives("lock_short", |d| fs::write(file(d, "lock"), b"x").unwrap());
+    survives("data_missing", |d| {
+        fs::remove_file(file(d, "data")).unwrap()
+    });
+    survives("lock_missing", |d| {
+        fs::remove_file(file(d, "lock")).unwrap()
+    });
+}
+
+#[test]
+fn symlinks_and_open_directories_are_refused() {
+    let tmp = TempDir::new("refuse");
+    drop(open(&tmp.cache(), 4));
+    let victim = tmp.0.join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    fs::remove_file(file(&tmp.cache(), "data")).unwrap();
+    std::os::unix::fs::symlink(&victim, file(&tmp.cache(), "data")).unwrap();
+    assert!(
+        SharedStore::open(&tmp.cache(), STEM, params(4)).is_err(),
+        "symlinked data file"
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+
+    let link = tmp.0.join("linked_dir");
+    std::os::unix::fs::symlink(tmp.cache(), &link).unwrap();
+    assert!(
+        SharedStore::open(&link, STEM, params(4)).is_err(),
+        "symlinked directory"
+    );
+
+    let open_dir = tmp.0.join("open_dir");
+    fs::DirBuilder::new().mode(0o755).create(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let err = SharedStore::open(&open_dir, STEM, params(4))
+        .err()
+        .expect("group/other access refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+
+    assert!(
+        SharedStore::open(&tmp.cache(), "../escape", params(4)).is_err(),
+        "bad stem"
+    );
+}
+
+#[test]
+fn threads_with_their_own_mappings_never_see_a_wrong_value() {
+    let tmp = TempDir::new("threads");
+    let dir = tmp.cache();
+    drop(open(&dir, 8));
+    let expected = |key: u64| -> Vec<u8> {
+        (0..(key % 60) as u8 + 1)
+            .map(|i| i.wrapping_mul(31) ^ key as u8)
+            .collect()
+    };
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let dir = &dir;
+            s.spawn(move || {
+                let store = open(dir, 8);
+                let mut seed = 0xABCD_0000 + t;
+                for _ in 0..5_000 {
+                    let key = (xorshift(&mut seed) % 24).to_le_bytes();
+                    match store.get(&key, 0) {
+                        Some(value) => assert_eq!(value, expected(u64::from_le_bytes(key))),
+                        None => {
+                            store.insert(&key, &expected(u64::from_le_bytes(key)), 0, u64::MAX);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let info = open(&dir, 8).info();
+    assert_eq!(info.hits + info.misses, 20_000);
+    assert!(info.hits > 0 && info.current_size == 8);
+}
+
+#[test]
+fn store_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<SharedStore>();
+}
+
+#[test]
+fn lock_owner_liveness_follows_real_processes() {
+    let me = ProcessOwner;
+    assert!(me.is_alive(me.id()));
+    assert!(!me.is_alive(0), "0 is never a pid");
+    assert!(!me.is_alive(u64::MAX), "garbage is never a pid");
+    assert!(!me.is_alive(1 << 40));
+}
+
+/// Forks; the child runs `child` and exits with 0 if it returned true. Returns the child's
+/// exit status once it has been reaped (so its pid is dead).
+fn in_child(child: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: the child only runs `child` (plain Rust on fresh objects: allocation, file
+    // operations) and then `_exit`s without unwinding or running the parent's destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
+        // SAFETY: _exit ends this forked child immediately; nothing else runs in it.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+#[test]
+fn another_process_writes_what_this_one_reads() {
+    let tmp = TempDir::new("fork");
+    let dir = tmp.cache();
+    let parent = open(&dir, 4);
+    let status = in_child(|| {
+        open(&dir, 4).insert(b"from child", b"hello", 0, u64::MAX) == InsertOutcome::Stored
+    });
+    assert_eq!(status, 0);
+    assert_eq!(parent.get(b"from child", 0).as_deref(), Some(&b"hello"[..]));
+}
+
+#[test]
+fn a_process_killed_inside_a_write_does_not_wedge_the_others() {
+    let tmp = TempDir::new("killed");
+    let dir = tmp.cache();
+    let parent = open(&dir, 4);
+    parent.insert(b"before", b"v", 0, u64::MAX);
+    // The child takes the lock, opens a write section and dies there.
+    let status = in_child(|| {
+        let Ok(mapping) =
+            Mapping::open(&dir, STEM, &Layout::new(params(4)).unwrap(), &ProcessOwner)
+        else {
+            return false;
+        };
+        let lock = mapping.lock_words();
+        lock[lock_word::OWNER].store(u64::from(std::process::id()), Ordering::SeqCst);
+        lock[lock_word::SEQ].fetch_add(1, Ordering::SeqCst);
+        true
+    });
+    assert_eq!(status, 0);
+    assert_eq!(
+        parent.get(b"before", 0),
+        None,
+        "readers give up on the torn region"
+    );
+    assert_eq!(
+        parent.insert(b"after", b"v", 0, u64::MAX),
+        InsertOutcome::Stored,
+        "the dead owner is taken over"
+    );
+    assert_eq!(parent.get(b"after", 0).as_deref(), Some(&b"v"[..]));
+    assert_eq!(parent.get(b"before", 0), None, "the torn region was reset");
+}
+
+#[test]
+fn a_live_owner_is_waited_for_not_robbed() {
+    let tmp = TempDir::new("live_owner");
+    let dir = tmp.cache();
+    drop(open(&dir, 4));
+    // Another "process" of this one (id 2, alive) holds the lock: writers give up, readers
+    // still read.
+    let holder = TestOwner::new(2);
+    let quick = TestOwner::new(3);
+    let store = SharedStore::open_with_owner(&dir, STEM, params(4), quick).unwrap();
+    store.insert(b"k", b"v", 0, u64::MAX);
+    let mapping = Mapping::open(&dir, STEM, &Layout::new(params(4)).unwrap(), &holder).unwrap();
+    mapping.lock_words()[lock_word::OWNER].store(holder.id(), Ordering::SeqCst);
+    assert_eq!(
+        store.insert(b"k2", b"v", 0, u64::MAX),
+        InsertOutcome::NotCached
+    );
+    assert!(!store.clear());
+    assert_eq!(store.get(b"k", 0).as_deref(), Some(&b"v"[..]));
+    mapping.lock_words()[lock_word::OWNER].store(0, Ordering::SeqCst);
+    assert_eq!(
+        store.insert(b"k2", b"v", 0, u64::MAX),
+        InsertOutcome::Stored
+    );
+}

@@ -1,0 +1,373 @@
+//! The two file formats, as arrays of 64-bit words (native byte order: the files never leave
+//! the machine).
+//!
+//! **Lock file** ([`LOCK_WORDS`] words, one cache line): `MAGIC`, `VERSION`, `NONCE` (random,
+//! fixed for the file's life), `RETIRED` (non-zero once the file was replaced), `GENERATION`
+//! (bumped each time the data file is recreated), `SEQ` and `OWNER` (the seqlock, see
+//! [`super::seqlock`]).
+//!
+//! **Data file**, in order:
+//! - a header of [`HEADER_WORDS`] words: `MAGIC`, `VERSION`, every parameter (`CAPACITY`,
+//!   `MAX_KEY`, `MAX_VALUE`, `TTL`), the derived sizes (`TABLE_SIZE`, `SLOT_WORDS`,
+//!   `TOTAL_WORDS`), `HASH_PROBE` (the key hash of a fixed string: builds that hash keys
+//!   differently must not share a file), `LOCK_NONCE` and `GENERATION` (which lock file and
+//!   which generation the file belongs to), the live state (`LEN`, SIEVE `HEAD`, `TAIL`,
+//!   `HAND`), and on their own cache line the shared counters (`HITS`, `MISSES`, `OVERSIZE`);
+//! - the hash table: `TABLE_SIZE` words (a power of two, at least twice the capacity), linear
+//!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`.
+//!   Removal is backward-shift deletion, so there are no tombstones and probe chains never
+//!   degrade under churn;
+//! - `CAPACITY` slots of `SLOT_WORDS` words: `LENS` (`value_len << 32 | key_len`), `HASH`,
+//!   `EXPIRES` (CLOCK_MONOTONIC ns, `u64::MAX` = never), `CHECKSUM` (of lengths, hash, expiry,
+//!   key and value), `LINKS` (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none),
+//!   `VISITED`, then the key padded to whole words, then the value padded to whole words.
+//!
+//! Slots `0..LEN` are occupied; a new entry takes slot `LEN` until the slab is full, then the
+//! SIEVE victim's slot. Every process keeps its own [`Layout`], checked against the header
+//! once at open: offsets are computed from it, never from header words, and every length,
+//! slot index or link read from the region is checked against it before use.
+
+use crate::codec::key_hash;
+use crate::sync::{AtomicU64, Ordering};
+use std::fmt;
+
+/// First word of a data file: `b"WARPDATA"`.
+pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
+/// First word of a lock file: `b"WARPLOCK"`.
+pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
+/// Bumped whenever either file format changes; other versions are recreated.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Words in the lock file.
+pub const LOCK_WORDS: usize = 8;
+/// Word indices in the lock file.
+pub mod lock_word {
+    /// [`super::LOCK_MAGIC`].
+    pub const MAGIC: usize = 0;
+    /// [`super::FORMAT_VERSION`].
+    pub const VERSION: usize = 1;
+    /// Random identity of this lock file; data files record it.
+    pub const NONCE: usize = 2;
+    /// Non-zero once this lock file has been replaced by another.
+    pub const RETIRED: usize = 3;
+    /// Generation of the current data file.
+    pub const GENERATION: usize = 4;
+    /// Seqlock sequence: odd while a writer is changing the data file.
+    pub const SEQ: usize = 5;
+    /// Seqlock owner: 0 when free, else the holder's id.
+    pub const OWNER: usize = 6;
+}
+
+/// Words before the hash table in the data file.
+pub const HEADER_WORDS: usize = 24;
+/// Word indices in the data file header.
+pub mod header {
+    /// [`super::DATA_MAGIC`].
+    pub const MAGIC: usize = 0;
+    /// [`super::FORMAT_VERSION`].
+    pub const VERSION: usize = 1;
+    /// Slots in the slab (the most entries held).
+    pub const CAPACITY: usize = 2;
+    /// Largest key in bytes.
+    pub const MAX_KEY: usize = 3;
+    /// Largest value in bytes.
+    pub const MAX_VALUE: usize = 4;
+    /// Time to live in ns, `u64::MAX` for none.
+    pub const TTL: usize = 5;
+    /// Words in the hash table.
+    pub const TABLE_SIZE: usize = 6;
+    /// Words per slot.
+    pub const SLOT_WORDS: usize = 7;
+    /// Words in the whole file.
+    pub const TOTAL_WORDS: usize = 8;
+    /// `key_hash` of a fixed string.
+    pub const HASH_PROBE: usize = 9;
+    /// `NONCE` of the lock file this data file belongs to.
+    pub const LOCK_NONCE: usize = 10;
+    /// The lock file's `GENERATION` when this file was made.
+    pub const GENERATION: usize = 11;
+    /// Occupied slots.
+    pub const LEN: usize = 12;
+    /// SIEVE newest slot.
+    pub const HEAD: usize = 13;
+    /// SIEVE oldest slot.
+    pub const TAIL: usize = 14;
+    /// SIEVE hand.
+    pub const HAND: usize = 15;
+    /// Lookups that found a live entry.
+    pub const HITS: usize = 16;
+    /// Lookups that did not.
+    pub const MISSES: usize = 17;
+    /// Inserts skipped because the key or value was too large.
+    pub const OVERSIZE: usize = 18;
+}
+
+/// Word offsets inside a slot.
+pub(crate) mod slot {
+    pub const LENS: usize = 0;
+    pub const HASH: usize = 1;
+    pub const EXPIRES: usize = 2;
+    pub const CHECKSUM: usize = 3;
+    pub const LINKS: usize = 4;
+    pub const VISITED: usize = 5;
+    pub const KEY: usize = 6;
+}
+
+/// The parameters a shared cache is created with; a file made with others is recreated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Most entries held.
+    pub capacity: u32,
+    /// Largest encoded key in bytes.
+    pub max_key_size: u32,
+    /// Largest encoded value in bytes.
+    pub max_value_size: u32,
+    /// Time to live in nanoseconds; `None` for entries that never expire.
+    pub ttl_ns: Option<u64>,
+}
+
+/// The parameters describe a file too large to address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge;
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("shared cache parameters describe a file too large to map")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Where everything is in a data file with given [`Params`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    params: Params,
+    table_size: usize,
+    key_words: usize,
+    slot_words: usize,
+    total_words: usize,
+}
+
+/// Whole words needed for `bytes` bytes.
+fn words_for(bytes: u32) -> usize {
+    (bytes as usize).div_ceil(8)
+}
+
+impl Layout {
+    /// The most slots a file may have: table positions then fit the 32-bit hash tags.
+    pub const MAX_CAPACITY: u32 = 1 << 31;
+
+    /// The layout for `params`.
+    pub fn new(params: Params) -> Result<Self, TooLarge> {
+        if params.capacity > Self::MAX_CAPACITY {
+            return Err(TooLarge);
+        }
+        let capacity = params.capacity as usize;
+        let table_size = capacity
+            .checked_mul(2)
+            .ok_or(TooLarge)?
+            .max(8)
+            .checked_next_power_of_two()
+            .ok_or(TooLarge)?;
+        let key_words = words_for(params.max_key_size);
+        let slot_words = slot::KEY + key_words + words_for(params.max_value_size);
+        let total_words = capacity
+            .checked_mul(slot_words)
+            .and_then(|slab| slab.checked_add(HEADER_WORDS + table_size))
+            .ok_or(TooLarge)?;
+        // Mappings and slices are limited to isize::MAX bytes.
+        if total_words > isize::MAX as usize / 8 {
+            return Err(TooLarge);
+        }
+        Ok(Self {
+            params,
+            table_size,
+            key_words,
+            slot_words,
+            total_words,
+        })
+    }
+
+    /// The parameters this layout was made from.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// Words in the data file.
+    pub fn total_words(&self) -> usize {
+        self.total_words
+    }
+
+    /// Bytes in the data file.
+    pub fn total_bytes(&self) -> usize {
+        self.total_words * 8
+    }
+
+    pub(crate) fn capacity(&self) -> u32 {
+        self.params.capacity
+    }
+
+    pub(crate) fn table_size(&self) -> usize {
+        self.table_size
+    }
+
+    /// Index of table word `pos` (`pos < table_size`).
+    pub(crate) fn table_word(&self, pos: usize) -> usize {
+        HEADER_WORDS + pos
+    }
+
+    /// Index of word `field` of slot `i` (`i < capacity`).
+    pub(crate) fn slot_word(&self, i: u32, field: usize) -> usize {
+        HEADER_WORDS + self.table_size + i as usize * self.slot_words + field
+    }
+
+    /// Offset of the value's first word inside a slot.
+    pub(crate) fn value_field(&self) -> usize {
+        slot::KEY + self.key_words
+    }
+
+    /// Header words fixed for the file's life, in index order from `MAGIC`.
+    fn identity(&self, nonce: u64, generation: u64) -> [u64; header::GENERATION + 1] {
+        [
+            DATA_MAGIC,
+            FORMAT_VERSION,
+            u64::from(self.params.capacity),
+            u64::from(self.params.max_key_size),
+            u64::from(self.params.max_value_size),
+            self.params.ttl_ns.unwrap_or(u64::MAX),
+            self.table_size as u64,
+            self.slot_words as u64,
+            self.total_words as u64,
+            hash_probe(),
+            nonce,
+            generation,
+        ]
+    }
+
+    /// Writes the header of an empty data file into zeroed `data` (`total_words` long).
+    pub fn init_data(&self, data: &[AtomicU64], nonce: u64, generation: u64) {
+        for (word, value) in data.iter().zip(self.identity(nonce, generation)) {
+            word.store(value, Ordering::Relaxed);
+        }
+        for i in [header::HEAD, header::TAIL, header::HAND] {
+            data[i].store(u64::from(crate::sieve::NIL), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `data` is a data file of this layout belonging to the given lock file and
+    /// generation.
+    pub fn data_matches(&self, data: &[AtomicU64], nonce: u64, generation: u64) -> bool {
+        data.len() == self.total_words
+            && data
+                .iter()
+                .zip(self.identity(nonce, generation))
+                .all(|(w, v)| w.load(Ordering::Acquire) == v)
+    }
+}
+
+/// The value every data file made by a compatible build holds in `HASH_PROBE`.
+fn hash_probe() -> u64 {
+    key_hash(b"warp_cache hash probe")
+}
+
+/// Writes a fresh lock file's words into zeroed `lock`.
+pub fn init_lock(lock: &[AtomicU64], nonce: u64) {
+    lock[lock_word::MAGIC].store(LOCK_MAGIC, Ordering::Relaxed);
+    lock[lock_word::VERSION].store(FORMAT_VERSION, Ordering::Relaxed);
+    lock[lock_word::NONCE].store(nonce, Ordering::Relaxed);
+}
+
+/// Whether `lock` is a live lock file of this format.
+pub fn lock_matches(lock: &[AtomicU64]) -> bool {
+    lock.len() == LOCK_WORDS
+        && lock[lock_word::MAGIC].load(Ordering::Acquire) == LOCK_MAGIC
+        && lock[lock_word::VERSION].load(Ordering::Acquire) == FORMAT_VERSION
+        && lock[lock_word::RETIRED].load(Ordering::Acquire) == 0
+}
+
+/// A table word naming `slot` for a key of hash `hash`.
+pub(crate) fn table_entry(hash: u64, slot: u32) -> u64 {
+    (hash << 32) | (u64::from(slot) + 1)
+}
+
+/// The slot a table word names (`None` when empty) and its 32-bit hash tag.
+pub(crate) fn split_entry(entry: u64) -> (Option<u32>, u32) {
+    ((entry as u32).checked_sub(1), (entry >> 32) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(capacity: u32) -> Params {
+        Params {
+            capacity,
+            max_key_size: 13,
+            max_value_size: 100,
+            ttl_ns: None,
+        }
+    }
+
+    #[test]
+    fn sizes_and_offsets() {
+        let layout = Layout::new(params(5)).unwrap();
+        assert_eq!(layout.table_size(), 16);
+        assert_eq!(layout.value_field(), slot::KEY + 2);
+        assert_eq!(layout.slot_words, slot::KEY + 2 + 13);
+        assert_eq!(
+            layout.total_words(),
+            HEADER_WORDS + 16 + 5 * layout.slot_words
+        );
+        assert_eq!(
+            layout.slot_word(4, layout.slot_words - 1),
+            layout.total_words() - 1
+        );
+        assert_eq!(Layout::new(params(0)).unwrap().table_size(), 8);
+    }
+
+    #[test]
+    fn absurd_parameters_are_refused() {
+        let huge = Params {
+            capacity: Layout::MAX_CAPACITY,
+            max_key_size: u32::MAX,
+            max_value_size: u32::MAX,
+            ttl_ns: None,
+        };
+        // 2^31 slots of 2^30 words: 2^61 words fit a u64 but not a mapping.
+        assert_eq!(Layout::new(huge), Err(TooLarge));
+        assert_eq!(Layout::new(params(Layout::MAX_CAPACITY + 1)), Err(TooLarge));
+    }
+
+    #[test]
+    fn table_entries_round_trip() {
+        assert_eq!(split_entry(0), (None, 0));
+        let e = table_entry(0xDEAD_BEEF_1234_5678, 7);
+        assert_eq!(split_entry(e), (Some(7), 0x1234_5678));
+        let last = table_entry(u64::MAX, u32::MAX - 1);
+        assert_eq!(split_entry(last), (Some(u32::MAX - 1), u32::MAX));
+    }
+
+    #[test]
+    fn header_checks_every_identity_word() {
+        let layout = Layout::new(params(3)).unwrap();
+        let data: Vec<AtomicU64> = (0..layout.total_words())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        layout.init_data(&data, 42, 7);
+        assert!(layout.data_matches(&data, 42, 7));
+        assert!(!layout.data_matches(&data, 43, 7));
+        assert!(!layout.data_matches(&data, 42, 8));
+        assert!(!layout.data_matches(&data[1..], 42, 7));
+        for i in 0..=header::GENERATION {
+            let old = data[i].fetch_xor(1, Ordering::Relaxed);
+            assert!(!layout.data_matches(&data, 42, 7), "word {i} not checked");
+            data[i].store(old, Ordering::Relaxed);
+        }
+        let other = Layout::new(Params {
+            ttl_ns: Some(5),
+            ..params(3)
+        })
+        .unwrap();
+        assert!(!other.data_matches(&data, 42, 7));
+    }
+}

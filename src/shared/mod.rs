@@ -1,0 +1,37 @@
+//! The cross-process store: a SIEVE cache in memory-mapped files that every process running
+//! the same function opens.
+//!
+//! - [`layout`]: the file formats, word by word.
+//! - [`seqlock`]: lock-free reads, a spin lock for writers that survives a dead holder.
+//! - `table`: the hash table, slots and SIEVE queue as operations on words.
+//! - [`Engine`]: get / insert / clear / info over a lock region and a data region, wherever
+//!   they live; [`HeapRegion`] puts them on the heap for tests and models.
+//! - `region`: the files (directory, create, check, map, recreate), [`default_dir`],
+//!   [`file_stem`], [`ProcessOwner`] (unix, real atomics only).
+//! - [`SharedStore`]: the API the Python layer calls; re-opens the files when they change.
+//!
+//! Keys and values arrive already encoded (see [`crate::codec`]); this module stores bytes.
+
+mod engine;
+pub mod layout;
+#[cfg(all(unix, not(any(loom, shuttle))))]
+mod region;
+pub mod seqlock;
+#[cfg(all(unix, not(any(loom, shuttle))))]
+mod store;
+mod table;
+
+pub use engine::{Engine, HeapRegion, Info, InsertOutcome, Stale};
+pub use layout::{Params, TooLarge};
+#[cfg(all(unix, not(any(loom, shuttle))))]
+pub use region::{default_dir, file_stem, ProcessOwner};
+pub use seqlock::{LockOwner, Patience};
+#[cfg(all(unix, not(any(loom, shuttle))))]
+pub use store::SharedStore;
+
+#[cfg(all(test, unix, not(any(loom, shuttle))))]
+mod file_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! [`SharedStore`]: a shared cache in a pair of mapped files, the API the Python layer uses.
+//!
+//! Operations run on the current mapping under a process-local read lock; one that finds the
+//! mapping stale re-opens the files (under the write lock, once per staleness, whichever
+//! thread gets there first) and retries once. Failures degrade to misses and skipped
+//! inserts: a cache must never make a call fail.
+
+use super::engine::{Engine, Info, InsertOutcome, Stale};
+use super::layout::{Layout, Params};
+use super::region::{Mapping, ProcessOwner};
+use super::seqlock::LockOwner;
+use crate::sync::RwLock;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A cache shared by every process that opens the same `dir` and stem.
+pub struct SharedStore<O: LockOwner = ProcessOwner> {
+    dir: PathBuf,
+    stem: String,
+    layout: Layout,
+    owner: O,
+    /// The mapping and how many times this store has opened one.
+    current: RwLock<(Mapping, u64)>,
+}
+
+impl SharedStore {
+    /// Opens or creates cache `stem` (see [`super::file_stem`]) in `dir` (see
+    /// [`super::default_dir`]). Files made with other parameters are recreated.
+    pub fn open(dir: &Path, stem: &str, params: Params) -> io::Result<Self> {
+        Self::open_with_owner(dir, stem, params, ProcessOwner)
+    }
+}
+
+impl<O: LockOwner> SharedStore<O> {
+    /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes).
+    pub fn open_with_owner(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
+        let layout =
+            Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mapping = Mapping::open(dir, stem, &layout, &owner)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            stem: stem.to_owned(),
+            layout,
+            owner,
+            current: RwLock::new((mapping, 0)),
+        })
+    }
+
+    /// The parameters the cache was opened with.
+    pub fn params(&self) -> Params {
+        self.layout.params()
+    }
+
+    /// The value stored for `key` if live at `now` (monotonic ns, see
+    /// [`crate::clock::monotonic_nanos`]). Counts a hit or a miss.
+    pub fn get(&self, key: &[u8], now: u64) -> Option<Vec<u8>> {
+        let mut value = Vec::new();
+        self.run(|engine| engine.get(key, now, &mut value))
+            .unwrap_or(false)
+            .then_some(value)
+    }
+
+    /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever).
+    pub fn insert(&self, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
+        self.run(|engine| engine.insert(key, value, now, expires_at, &self.owner))
+            .unwrap_or(InsertOutcome::NotCached)
+    }
+
+    /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
+    /// busy or the files could not be re-opened.
+    pub fn clear(&self) -> bool {
+        self.run(|engine| engine.clear(&self.owner))
+            .unwrap_or(false)
+    }
+
+    /// Shared counters and sizes (zero counters if the files cannot be reached).
+    pub fn info(&self) -> Info {
+        self.run(|engine| engine.info()).unwrap_or(Info {
+            max_size: u64::from(self.layout.params().capacity),
+            ..Info::default()
+        })
+    }
+
+    /// Runs `op` on the current mapping, re-opening once if it is stale.
+    fn run<R>(&self, mut op: impl FnMut(&Engine<'_>) -> Result<R, Stale>) -> Option<R> {
+        for _ in 0..2 {
+            let opened = {
+                let current = self
+                    .current
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (mapping, opened) = &*current;
+                let engine = Engine::new(
+                    &self.layout,
+                    mapping.lock_words(),
+                    mapping.data_words(),
+                    mapping.generation(),
+                )?;
+                match op(&engine) {
+                    Ok(result) => return Some(result),
+                    Err(Stale) => *opened,
+                }
+            };
+            self.reopen(opened).ok()?;
+        }
+        None
+    }
+
+    /// Replaces the mapping numbered `stale`, unless another thread already has.
+    fn reopen(&self, stale: u64) -> io::Result<()> {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.1 == stale {
+            let mapping = Mapping::open(&self.dir, &self.stem, &self.layout, &self.owner)?;
+            *current = (mapping, stale + 1);
+        }
+        Ok(())
+    }
+}
