@@ -6,11 +6,14 @@ import enum
 import functools
 import inspect
 import math
+import os
+import pickle
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from warp_cache import _warp_cache
+from warp_cache._fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from warp_cache._types import CachedFunction, P, R
@@ -104,6 +107,10 @@ def _validate(
     )
     if settings.max_size > 2**32 - 1:
         raise ValueError(f"max_size must be < 2**32, got {settings.max_size}")
+    if settings.backend is Backend.SHARED:
+        for name in ("max_size", "max_key_size", "max_value_size"):
+            if getattr(settings, name) > 2**31:
+                raise ValueError(f"{name} must be <= 2**31 for backend='shared'")
     if settings.backend is Backend.SHARED and sys.platform == "win32":
         raise RuntimeError(
             "backend='shared' needs POSIX shared memory; it is not available on Windows"
@@ -131,20 +138,42 @@ def _mark_coroutine_function(wrapper: Any, func: Any) -> None:
     wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
 
-def _decorate(func: Any, settings: _Settings) -> Any:
-    if not callable(func):
-        raise TypeError(f"cache() decorates callables, got {type(func).__name__}")
-    if settings.backend is Backend.SHARED:
-        raise NotImplementedError("backend='shared' is not available yet")
-    is_async = inspect.iscoroutinefunction(func)
-    wrapper = _warp_cache.make_memory_cache(
+_pickle_dumps = functools.partial(pickle.dumps, protocol=5)
+
+
+def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
+    module = getattr(func, "__module__", None) or type(func).__module__
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return _warp_cache.make_shared_cache(
         func,
         settings.max_size,
         settings.ttl,
-        CacheInfo,
+        settings.max_key_size,
+        settings.max_value_size,
+        module,
+        qualname,
+        fingerprint(func),
+        SharedCacheInfo,
         _KW_MARK,
-        _fill if is_async else None,
+        fill,
+        _pickle_dumps,
+        pickle.loads,
+        # Tests and unusual deployments may move the files; the default is /dev/shm.
+        os.environ.get("WARP_CACHE_DIR") or None,
     )
+
+
+def _decorate(func: Any, settings: _Settings) -> Any:
+    if not callable(func):
+        raise TypeError(f"cache() decorates callables, got {type(func).__name__}")
+    is_async = inspect.iscoroutinefunction(func)
+    fill = _fill if is_async else None
+    if settings.backend is Backend.SHARED:
+        wrapper = _make_shared(func, settings, fill)
+    else:
+        wrapper = _warp_cache.make_memory_cache(
+            func, settings.max_size, settings.ttl, CacheInfo, _KW_MARK, fill
+        )
     functools.update_wrapper(wrapper, func)
     if is_async:
         _mark_coroutine_function(wrapper, func)

@@ -7,48 +7,61 @@
 //! `functools.update_wrapper` can give it `__name__`, `__doc__`, `__wrapped__` and the rest.
 
 use super::awaitable::ReadyValue;
-use super::counters::Counters;
-use super::key::{CallKey, PyKey};
+use super::memory_backend::MemoryBackend;
 use super::object::{ErrSet, PyObj, PyResult};
-use crate::clock;
-use crate::memory::{Candidate, Get, Insert, Shard, Store, Verdict};
+#[cfg(unix)]
+use super::shared_backend::SharedBackend;
 use pyo3::ffi;
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::OnceLock;
 
-#[cfg(not(Py_GIL_DISABLED))]
-type Guard<T> = super::gil_lock::GilLock<T>;
-#[cfg(Py_GIL_DISABLED)]
-type Guard<T> = crate::sync::ShardedLock<T>;
-
-type MemoryStore = Store<PyKey, PyObj, Guard<Shard<PyKey, PyObj>>>;
-
-/// Rounds of "compare outside the lock, probe again" before a call gives up and treats the
-/// lookup as a miss (each round only happens when a foreign `__eq__` changed the cache).
-const COMPARE_ROUNDS: usize = 8;
-
-/// Caches up to this size are one shard, so their eviction order is exact SIEVE.
-const SINGLE_SHARD_MAX: usize = 1024;
-
-/// Shards for a cache of `max_size`. With the GIL there is no parallelism to gain, so one
-/// shard keeps SIEVE exact; free-threaded builds split large caches so writers to
-/// different shards do not wait on each other.
-fn shard_count(max_size: usize) -> usize {
-    if cfg!(Py_GIL_DISABLED) && max_size > SINGLE_SHARD_MAX {
-        (max_size / SINGLE_SHARD_MAX).clamp(1, 16)
-    } else {
-        1
-    }
+/// Where a cached callable keeps its entries.
+pub enum Core {
+    /// In this process, as Python objects.
+    Memory(MemoryBackend),
+    /// In memory-mapped files shared by every process, as bytes.
+    #[cfg(unix)]
+    Shared(SharedBackend),
 }
 
-/// Everything a cached callable owns besides its Python-visible fields.
-pub struct Core {
-    store: MemoryStore,
-    ttl_nanos: Option<u64>,
-    counters: Counters,
-    max_size: usize,
+/// What a backend does for one call; the call sequence itself is shared
+/// ([`CachedObject::call_with`]).
+pub trait Backend {
+    /// A call's key, with whatever the lookup learnt that the insert can reuse.
+    type Key;
+
+    /// Builds the key of a vectorcall's arguments.
+    ///
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
+    unsafe fn key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Self::Key>;
+    /// The cached value, counting a hit or a miss.
+    fn lookup(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
+    /// Caches `value` under `key`.
+    fn store(&self, key: Self::Key, value: &PyObj) -> PyResult<()>;
+    /// The key as an object, to hand to the async fill helper.
+    fn key_object(&self, key: Self::Key) -> PyResult<PyObj>;
+    /// The key back from [`Backend::key_object`]'s object.
+    ///
+    /// # Safety
+    /// `obj` is a valid object that outlives the key.
+    unsafe fn key_from_object(
+        &self,
+        obj: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Self::Key>;
+    /// `cache_info()`.
+    fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj>;
+    /// `cache_clear()`.
+    fn clear(&self) -> PyResult<()>;
 }
 
 /// The object layout. Pointer fields are owned references, NULL after `tp_clear`.
@@ -79,8 +92,7 @@ static CACHED_TYPE: OnceLock<TypePtr> = OnceLock::new();
 /// Arguments of [`CachedObject::create`].
 pub struct Settings {
     pub func: PyObj,
-    pub max_size: usize,
-    pub ttl_nanos: Option<u64>,
+    pub core: Core,
     pub info_type: PyObj,
     pub kw_mark: PyObj,
     pub async_fill: Option<PyObj>,
@@ -96,12 +108,7 @@ impl CachedObject {
         // SAFETY: `tp` is our heap type; GenericAlloc zero-fills the whole object (so every
         // pointer is NULL until set below) and starts GC tracking.
         let obj = unsafe { PyObj::from_owned(ffi::PyType_GenericAlloc(tp, 0))? };
-        let core = Box::new(Core {
-            store: Store::new(settings.max_size, shard_count(settings.max_size)),
-            ttl_nanos: settings.ttl_nanos,
-            counters: Counters::default(),
-            max_size: settings.max_size,
-        });
+        let core = Box::new(settings.core);
         // SAFETY: `obj` is a fresh instance of our type, so it has our layout.
         let this = unsafe { &mut *(obj.as_ptr() as *mut CachedObject) };
         this.vectorcall = Some(cached_vectorcall);
@@ -139,33 +146,47 @@ impl CachedObject {
         nargsf: usize,
         kwnames: *mut ffi::PyObject,
     ) -> PyResult<PyObj> {
-        let core = self.core()?;
+        // SAFETY: forwarded vectorcall arguments, as the caller promises.
+        unsafe {
+            match self.core()? {
+                Core::Memory(backend) => self.call_with(backend, args, nargsf, kwnames),
+                #[cfg(unix)]
+                Core::Shared(backend) => self.call_with(backend, args, nargsf, kwnames),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As for [`CachedObject::call`].
+    #[inline(always)]
+    unsafe fn call_with<B: Backend>(
+        &self,
+        backend: &B,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
         // SAFETY: vectorcall arguments, as the caller promises.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) } as usize;
         // SAFETY: as above.
-        let key = unsafe { CallKey::build(args, nargs, kwnames, self.kw_mark)? };
-        let hash = key.hash()?;
-        let now = core.now();
-        let mut verdicts = Vec::new();
-        if let Some(value) = core.lookup(hash, key.probe(), now, &mut verdicts)? {
-            core.counters.hit();
+        let mut key = unsafe { backend.key(args, nargs, kwnames, self.kw_mark)? };
+        if let Some(value) = backend.lookup(&mut key)? {
             return if self.async_fill.is_null() {
                 Ok(value)
             } else {
                 ReadyValue::wrap(value)
             };
         }
-        core.counters.miss();
         let func = self.func()?;
         // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
         let result =
             unsafe { PyObj::from_owned(ffi::PyObject_Vectorcall(func, args, nargsf, kwnames))? };
         if self.async_fill.is_null() {
-            core.store_result(hash, key.into_owned(), result.clone(), verdicts)?;
+            backend.store(key, &result)?;
             return Ok(result);
         }
         // A coroutine: `_fill` awaits it and hands the result back through `_store_result`.
-        let key = key.into_owned();
+        let key = backend.key_object(key)?;
         let fill_args = [
             self as *const Self as *mut ffi::PyObject,
             key.as_ptr(),
@@ -173,10 +194,24 @@ impl CachedObject {
         ];
         call_owned(self.async_fill, &fill_args, &[])
     }
+
+    /// `_store_result(key, value)` for one backend.
+    fn store_result_with<B: Backend>(
+        &self,
+        backend: &B,
+        key: *mut ffi::PyObject,
+        value: *mut ffi::PyObject,
+    ) -> PyResult<()> {
+        // SAFETY: `key` and `value` are argument objects alive for the whole method call.
+        let key = unsafe { backend.key_from_object(key, self.kw_mark)? };
+        // SAFETY: as above.
+        let value = unsafe { PyObj::from_borrowed(value) };
+        backend.store(key, &value)
+    }
 }
 
 /// Calls `f(*a, *b)`.
-fn call_owned(
+pub(super) fn call_owned(
     f: *mut ffi::PyObject,
     a: &[*mut ffi::PyObject],
     b: &[*mut ffi::PyObject],
@@ -193,119 +228,14 @@ fn call_owned(
     }
 }
 
-impl Core {
-    #[inline]
-    fn now(&self) -> u64 {
-        if self.ttl_nanos.is_some() {
-            clock::monotonic_nanos()
-        } else {
-            0
-        }
-    }
-
-    /// Probes until decided, comparing foreign keys outside every lock.
-    #[inline]
-    fn lookup(
-        &self,
-        hash: u64,
-        key: &PyKey,
-        now: u64,
-        verdicts: &mut Vec<Verdict>,
-    ) -> PyResult<Option<PyObj>> {
-        for _ in 0..COMPARE_ROUNDS {
-            match self.store.get(hash, key, verdicts, now) {
-                Get::Hit(value) => return Ok(Some(value)),
-                Get::Miss => return Ok(None),
-                Get::Undecided(candidates) => compare_outside(candidates, key, verdicts)?,
-            }
-        }
-        Ok(None)
-    }
-
-    /// Stores a computed result (also the async path's entry point).
-    fn store_result(
-        &self,
-        hash: u64,
-        key: PyKey,
-        value: PyObj,
-        mut verdicts: Vec<Verdict>,
-    ) -> PyResult<()> {
-        let now = self.now();
-        let expires_at = clock::deadline(now, self.ttl_nanos);
-        let (mut key, mut value) = (key, value);
-        for _ in 0..COMPARE_ROUNDS {
-            match self
-                .store
-                .insert(hash, key, value, &verdicts, now, expires_at)
-            {
-                Insert::Done(garbage) => {
-                    drop(garbage);
-                    return Ok(());
-                }
-                Insert::NotCached(..) => return Ok(()),
-                Insert::Undecided(candidates, k, v) => {
-                    compare_outside(candidates, &k, &mut verdicts)?;
-                    (key, value) = (k, v);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj> {
-        let (hits, misses) = self.counters.read();
-        let size = if self.ttl_nanos.is_some() {
-            self.store.live_len(self.now())
-        } else {
-            self.store.len()
-        };
-        let fields = [hits, misses, self.max_size as u64, size as u64];
-        let mut objs = Vec::with_capacity(4);
-        for n in fields {
-            // SAFETY: plain int construction.
-            objs.push(unsafe { PyObj::from_owned(ffi::PyLong_FromUnsignedLongLong(n))? });
-        }
-        let ptrs: Vec<*mut ffi::PyObject> = objs.iter().map(PyObj::as_ptr).collect();
-        call_owned(info_type, &ptrs, &[])
-    }
-
-    fn clear(&self) {
-        let entries = self.store.clear();
-        self.counters.reset();
-        // Dropped here, after every shard lock is released: finalizers may call back in.
-        drop(entries);
-    }
-}
-
-/// Runs `==` for each candidate with no lock held and records the answers.
-fn compare_outside(
-    candidates: Vec<Candidate<PyKey>>,
-    key: &PyKey,
-    verdicts: &mut Vec<Verdict>,
-) -> PyResult<()> {
-    for c in candidates {
-        // SAFETY: both keys are valid objects we hold references to; this may run Python code.
-        let r = unsafe { ffi::PyObject_RichCompareBool(c.key.as_ptr(), key.as_ptr(), ffi::Py_EQ) };
-        if r < 0 {
-            return Err(ErrSet);
-        }
-        verdicts.push(Verdict {
-            slot: c.slot,
-            stamp: c.stamp,
-            equal: r == 1,
-        });
-    }
-    Ok(())
-}
-
 /// Which exception [`raise`] sets.
 #[derive(Clone, Copy)]
-enum Exc {
+pub(super) enum Exc {
     Runtime,
     Type,
 }
 
-fn raise(kind: Exc, msg: &std::ffi::CStr) -> ErrSet {
+pub(super) fn raise(kind: Exc, msg: &std::ffi::CStr) -> ErrSet {
     // SAFETY: reading the interpreter's exception type objects, initialised before any
     // module code runs; `msg` is a C string.
     unsafe {
@@ -357,7 +287,11 @@ unsafe extern "C" fn cache_info(
 ) -> *mut ffi::PyObject {
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
-    to_c(|| this.core()?.info(this.info_type))
+    to_c(|| match this.core()? {
+        Core::Memory(backend) => backend.info(this.info_type),
+        #[cfg(unix)]
+        Core::Shared(backend) => backend.info(this.info_type),
+    })
 }
 
 unsafe extern "C" fn cache_clear(
@@ -367,7 +301,11 @@ unsafe extern "C" fn cache_clear(
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
     to_c(|| {
-        this.core()?.clear();
+        match this.core()? {
+            Core::Memory(backend) => backend.clear()?,
+            #[cfg(unix)]
+            Core::Shared(backend) => backend.clear()?,
+        }
         // SAFETY: None is always valid.
         Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
     })
@@ -387,13 +325,11 @@ unsafe extern "C" fn store_result(
         }
         // SAFETY: two arguments, as just checked.
         let (key, value) = unsafe { (*args, *args.add(1)) };
-        // SAFETY: `key` is a valid argument object that outlives this call.
-        let key = unsafe { CallKey::existing(key, this.kw_mark) };
-        let hash = key.hash()?;
-        // SAFETY: `value` is a valid argument object.
-        let value = unsafe { PyObj::from_borrowed(value) };
-        this.core()?
-            .store_result(hash, key.into_owned(), value, Vec::new())?;
+        match this.core()? {
+            Core::Memory(backend) => this.store_result_with(backend, key, value)?,
+            #[cfg(unix)]
+            Core::Shared(backend) => this.store_result_with(backend, key, value)?,
+        }
         // SAFETY: None is always valid.
         Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
     })
@@ -454,9 +390,9 @@ unsafe extern "C" fn traverse(
         }
     }
     // SAFETY: `core` is NULL or our live Box.
-    if let Some(core) = unsafe { this.core.as_ref() } {
+    if let Some(Core::Memory(backend)) = unsafe { this.core.as_ref() } {
         let mut result = 0;
-        core.store.for_each_unlocked(|k, v| {
+        backend.for_each_unlocked(|k, v| {
             for p in [k.as_ptr(), v.as_ptr()] {
                 if result == 0 {
                     // SAFETY: the store holds a reference to both.
@@ -473,8 +409,9 @@ unsafe extern "C" fn clear(slf: *mut ffi::PyObject) -> c_int {
     // SAFETY: GC calls this on our instances.
     let this = unsafe { &mut *(slf as *mut CachedObject) };
     // SAFETY: `core` is NULL or our live Box.
-    if let Some(core) = unsafe { this.core.as_ref() } {
-        core.clear();
+    if let Some(Core::Memory(backend)) = unsafe { this.core.as_ref() } {
+        // Only memory entries can hold references into this process's objects.
+        let _ = backend.clear();
     }
     for field in [&mut this.dict, &mut this.func, &mut this.async_fill] {
         let p = std::mem::replace(field, ptr::null_mut());

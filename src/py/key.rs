@@ -28,6 +28,13 @@ impl PyKey {
     }
 }
 
+impl PyKey {
+    /// The key object itself.
+    pub fn into_object(self) -> PyObj {
+        self.obj
+    }
+}
+
 impl Clone for PyKey {
     fn clone(&self) -> Self {
         PyKey {

@@ -2,13 +2,19 @@
 
 mod awaitable;
 mod cached;
+#[cfg(unix)]
+mod convert;
 mod counters;
 #[cfg(not(Py_GIL_DISABLED))]
 mod gil_lock;
 mod key;
+mod memory_backend;
 mod object;
+#[cfg(unix)]
+mod shared_backend;
 
-use cached::{CachedObject, Settings};
+use cached::{CachedObject, Core, Settings};
+use memory_backend::MemoryBackend;
 use object::PyObj;
 use pyo3::prelude::*;
 
@@ -29,22 +35,86 @@ fn make_memory_cache(
     kw_mark: Bound<'_, PyAny>,
     async_fill: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let own = |obj: Bound<'_, PyAny>| {
-        // SAFETY: `into_ptr` hands over a new reference.
-        unsafe { PyObj::from_owned(obj.into_ptr()) }.map_err(|_| fetch(py))
-    };
-    let ttl_nanos = ttl.map(|seconds| (seconds * 1e9).min(u64::MAX as f64) as u64);
+    let own = |obj| own(py, obj);
     let settings = Settings {
         func: own(func)?,
-        max_size,
-        ttl_nanos,
+        core: Core::Memory(MemoryBackend::new(max_size, ttl_nanos(ttl))),
         info_type: own(info_type)?,
         kw_mark: own(kw_mark)?,
         async_fill: async_fill.map(own).transpose()?,
     };
+    create(py, settings)
+}
+
+fn own(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<PyObj> {
+    // SAFETY: `into_ptr` hands over a new reference.
+    unsafe { PyObj::from_owned(obj.into_ptr()) }.map_err(|_| fetch(py))
+}
+
+fn ttl_nanos(ttl: Option<f64>) -> Option<u64> {
+    ttl.map(|seconds| (seconds * 1e9).min(u64::MAX as f64) as u64)
+}
+
+fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
     let obj = CachedObject::create(settings).map_err(|_| fetch(py))?;
     // SAFETY: `into_ptr` hands over a new reference to a valid object.
     Ok(unsafe { Bound::from_owned_ptr(py, obj.into_ptr()) }.unbind())
+}
+
+/// Wraps `func` in a shared-backend cached callable whose files live in `directory`
+/// (default: `/dev/shm/warp_cache-<uid>` on Linux, `$TMPDIR/warp_cache` on macOS).
+#[cfg(unix)]
+#[pyfunction]
+#[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, module, qualname,
+                    fingerprint, info_type, kw_mark, async_fill, dumps, loads, directory))]
+#[allow(clippy::too_many_arguments)]
+fn make_shared_cache(
+    py: Python<'_>,
+    func: Bound<'_, PyAny>,
+    max_size: u32,
+    ttl: Option<f64>,
+    max_key_size: u32,
+    max_value_size: u32,
+    module: &str,
+    qualname: &str,
+    fingerprint: u64,
+    info_type: Bound<'_, PyAny>,
+    kw_mark: Bound<'_, PyAny>,
+    async_fill: Option<Bound<'_, PyAny>>,
+    dumps: Bound<'_, PyAny>,
+    loads: Bound<'_, PyAny>,
+    directory: Option<std::path::PathBuf>,
+) -> PyResult<Py<PyAny>> {
+    use crate::shared::{default_dir, file_stem, Params, SharedStore};
+    let ttl_ns = ttl_nanos(ttl);
+    let params = Params {
+        capacity: max_size,
+        max_key_size,
+        max_value_size,
+        ttl_ns,
+    };
+    let dir = directory.unwrap_or_else(default_dir);
+    let stem = file_stem(module, qualname, fingerprint);
+    let store = py
+        .detach(|| SharedStore::open(&dir, &stem, params))
+        .map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!(
+                "cannot open the shared cache for {module}.{qualname} in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    let pickler = convert::Pickler {
+        dumps: own(py, dumps)?,
+        loads: own(py, loads)?,
+    };
+    let settings = Settings {
+        func: own(py, func)?,
+        core: Core::Shared(shared_backend::SharedBackend::new(store, pickler, ttl_ns)),
+        info_type: own(py, info_type)?,
+        kw_mark: own(py, kw_mark)?,
+        async_fill: async_fill.map(|f| own(py, f)).transpose()?,
+    };
+    create(py, settings)
 }
 
 #[pymodule(gil_used = false)]
@@ -56,5 +126,7 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CachedFunction", tp)?;
     m.add_class::<awaitable::ReadyValue>()?;
     m.add_function(wrap_pyfunction!(make_memory_cache, m)?)?;
+    #[cfg(unix)]
+    m.add_function(wrap_pyfunction!(make_shared_cache, m)?)?;
     Ok(())
 }

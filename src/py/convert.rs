@@ -1,0 +1,274 @@
+//! Python objects to and from the shared backend's byte format (`crate::codec`).
+//!
+//! Exact builtin scalars and flat tuples of them use the compact tags; anything else is
+//! pickled (protocol 5) by the functions the Python package hands us. A key's bytes start
+//! with a kind byte, so a call with keyword arguments can never share bytes with a
+//! positional-only call.
+
+use super::object::{ErrSet, PyObj, PyResult};
+use crate::codec::{self, Scalar, Value};
+use pyo3::ffi;
+use std::ptr;
+
+/// First byte of a key: positional arguments only.
+const KEY_POSITIONAL: u8 = 0;
+/// First byte of a key: positional arguments, then keyword names and values by name.
+const KEY_WITH_KEYWORDS: u8 = 1;
+
+/// The pickle functions of the Python package.
+pub struct Pickler {
+    /// `dumps(obj) -> bytes` (protocol 5).
+    pub dumps: PyObj,
+    /// `loads(bytes) -> obj`.
+    pub loads: PyObj,
+}
+
+/// A scalar view of `obj` if it is an exact builtin the compact format covers.
+///
+/// # Safety
+/// `obj` is a valid object that outlives the returned value.
+unsafe fn scalar<'a>(obj: *mut ffi::PyObject) -> Option<Scalar<'a>> {
+    // SAFETY: as the caller promises; every call below only reads `obj`.
+    unsafe {
+        if obj == ffi::Py_None() {
+            Some(Scalar::None)
+        } else if obj == ffi::Py_True() {
+            Some(Scalar::Bool(true))
+        } else if obj == ffi::Py_False() {
+            Some(Scalar::Bool(false))
+        } else if ffi::PyLong_CheckExact(obj) != 0 {
+            let mut overflow = 0;
+            let n = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
+            // Big ints go to pickle.
+            (overflow == 0).then_some(Scalar::Int(n))
+        } else if ffi::PyFloat_CheckExact(obj) != 0 {
+            Some(Scalar::Float(ffi::PyFloat_AsDouble(obj)))
+        } else if ffi::PyUnicode_CheckExact(obj) != 0 {
+            let mut len: ffi::Py_ssize_t = 0;
+            let data = ffi::PyUnicode_AsUTF8AndSize(obj, &mut len);
+            if data.is_null() {
+                // Lone surrogates have no UTF-8 form: pickle keeps them.
+                ffi::PyErr_Clear();
+                return None;
+            }
+            let bytes = std::slice::from_raw_parts(data as *const u8, len as usize);
+            // The str object owns its UTF-8 buffer for as long as it lives.
+            Some(Scalar::Str(std::str::from_utf8_unchecked(bytes)))
+        } else if ffi::PyBytes_CheckExact(obj) != 0 {
+            let data = ffi::PyBytes_AsString(obj) as *const u8;
+            let len = ffi::PyBytes_Size(obj) as usize;
+            Some(Scalar::Bytes(std::slice::from_raw_parts(data, len)))
+        } else {
+            None
+        }
+    }
+}
+
+/// Scalars for every item, or `None` if any needs pickle.
+///
+/// # Safety
+/// Every pointer is a valid object outliving the result.
+unsafe fn scalars<'a>(items: impl Iterator<Item = *mut ffi::PyObject>) -> Option<Vec<Scalar<'a>>> {
+    // SAFETY: as the caller promises.
+    items.map(|item| unsafe { scalar(item) }).collect()
+}
+
+impl Pickler {
+    /// Appends the encoding of `obj` to `out`.
+    ///
+    /// # Safety
+    /// `obj` is a valid object.
+    pub unsafe fn encode(&self, obj: *mut ffi::PyObject, out: &mut Vec<u8>) -> PyResult<()> {
+        // SAFETY: `obj` is valid for this whole function.
+        unsafe {
+            if let Some(s) = scalar(obj) {
+                codec::encode(&Value::Scalar(s), out);
+                return Ok(());
+            }
+            if ffi::PyTuple_CheckExact(obj) != 0 {
+                let n = ffi::PyTuple_GET_SIZE(obj);
+                if let Some(items) = scalars((0..n).map(|i| ffi::PyTuple_GET_ITEM(obj, i))) {
+                    codec::encode(&Value::Tuple(items), out);
+                    return Ok(());
+                }
+            }
+        }
+        self.encode_pickled(obj, out)
+    }
+
+    fn encode_pickled(&self, obj: *mut ffi::PyObject, out: &mut Vec<u8>) -> PyResult<()> {
+        let args = [obj];
+        // SAFETY: `dumps` and `obj` are valid objects.
+        let pickled = unsafe {
+            PyObj::from_owned(ffi::PyObject_Vectorcall(
+                self.dumps.as_ptr(),
+                args.as_ptr(),
+                1,
+                ptr::null_mut(),
+            ))?
+        };
+        // SAFETY: `dumps` returns bytes.
+        let data = unsafe {
+            let p = pickled.as_ptr();
+            if ffi::PyBytes_Check(p) == 0 {
+                ffi::PyErr_SetString(
+                    ffi::PyExc_TypeError,
+                    c"pickle.dumps did not return bytes".as_ptr(),
+                );
+                return Err(ErrSet);
+            }
+            std::slice::from_raw_parts(
+                ffi::PyBytes_AsString(p) as *const u8,
+                ffi::PyBytes_Size(p) as usize,
+            )
+        };
+        if u32::try_from(data.len()).is_err() {
+            // SAFETY: setting an exception.
+            unsafe {
+                ffi::PyErr_SetString(
+                    ffi::PyExc_OverflowError,
+                    c"object pickles to over 4 GiB".as_ptr(),
+                )
+            };
+            return Err(ErrSet);
+        }
+        codec::encode(&Value::Pickle(data), out);
+        Ok(())
+    }
+
+    /// The key bytes of a vectorcall's arguments.
+    ///
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
+    pub unsafe fn encode_key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<Vec<u8>> {
+        // SAFETY: kwnames is NULL or a tuple of str, per the protocol.
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+        };
+        let mut out = Vec::with_capacity(32);
+        // SAFETY: `args` holds nargs + nkw valid objects.
+        let arg = |i: usize| unsafe { *args.add(i) };
+        if nkw == 0 {
+            out.push(KEY_POSITIONAL);
+            // SAFETY: arguments are valid for the whole call.
+            if nargs == 1 && unsafe { scalar(arg(0)) }.is_some() {
+                // SAFETY: as above.
+                unsafe { self.encode(arg(0), &mut out)? };
+                return Ok(out);
+            }
+            // SAFETY: as above.
+            let items: Vec<_> = (0..nargs).map(arg).collect();
+            self.encode_sequence(&items, &mut out)?;
+            return Ok(out);
+        }
+        out.push(KEY_WITH_KEYWORDS);
+        // SAFETY: kwnames holds nkw str objects.
+        let name = |k: usize| unsafe { ffi::PyTuple_GET_ITEM(kwnames, k as ffi::Py_ssize_t) };
+        let mut order: Vec<usize> = (0..nkw).collect();
+        // SAFETY: keyword names are exact str; comparing them cannot fail.
+        order.sort_by(|&a, &b| unsafe { ffi::PyUnicode_Compare(name(a), name(b)) }.cmp(&0));
+        let mut items: Vec<_> = (0..nargs).map(arg).collect();
+        for k in order {
+            items.push(name(k));
+            items.push(arg(nargs + k));
+        }
+        self.encode_sequence(&items, &mut out)?;
+        Ok(out)
+    }
+
+    /// Encodes `items` as one flat tuple, or pickles them as a tuple.
+    fn encode_sequence(&self, items: &[*mut ffi::PyObject], out: &mut Vec<u8>) -> PyResult<()> {
+        // SAFETY: the items are argument objects alive for the whole call.
+        if let Some(scalars) = unsafe { scalars(items.iter().copied()) } {
+            codec::encode(&Value::Tuple(scalars), out);
+            return Ok(());
+        }
+        // SAFETY: building a tuple of valid objects; SET_ITEM steals the new references.
+        let tuple = unsafe {
+            let t = PyObj::from_owned(ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?;
+            for (i, &item) in items.iter().enumerate() {
+                ffi::Py_INCREF(item);
+                ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item);
+            }
+            t
+        };
+        self.encode_pickled(tuple.as_ptr(), out)
+    }
+
+    /// The object encoded in `bytes`; a decoding failure is a `ValueError`.
+    pub fn decode(&self, bytes: &[u8]) -> PyResult<PyObj> {
+        match codec::decode(bytes) {
+            Ok(Value::Scalar(s)) => scalar_object(s),
+            Ok(Value::Tuple(items)) => {
+                // SAFETY: a fresh tuple filled with new references below.
+                let tuple =
+                    unsafe { PyObj::from_owned(ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))? };
+                for (i, s) in items.into_iter().enumerate() {
+                    let item = scalar_object(s)?;
+                    // SAFETY: index in range of the fresh tuple; SET_ITEM steals `item`.
+                    unsafe {
+                        ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+                    };
+                }
+                Ok(tuple)
+            }
+            Ok(Value::Pickle(data)) => {
+                let blob = bytes_object(data)?;
+                let args = [blob.as_ptr()];
+                // SAFETY: `loads` and the bytes object are valid.
+                unsafe {
+                    PyObj::from_owned(ffi::PyObject_Vectorcall(
+                        self.loads.as_ptr(),
+                        args.as_ptr(),
+                        1,
+                        ptr::null_mut(),
+                    ))
+                }
+            }
+            Err(_) => {
+                // SAFETY: setting an exception.
+                unsafe {
+                    ffi::PyErr_SetString(
+                        ffi::PyExc_ValueError,
+                        c"undecodable shared cache entry".as_ptr(),
+                    )
+                };
+                Err(ErrSet)
+            }
+        }
+    }
+}
+
+fn bytes_object(data: &[u8]) -> PyResult<PyObj> {
+    // SAFETY: copies `data` into a new bytes object.
+    unsafe {
+        PyObj::from_owned(ffi::PyBytes_FromStringAndSize(
+            data.as_ptr() as *const _,
+            data.len() as ffi::Py_ssize_t,
+        ))
+    }
+}
+
+fn scalar_object(s: Scalar<'_>) -> PyResult<PyObj> {
+    // SAFETY: each constructor returns a new reference or NULL with an exception set.
+    unsafe {
+        match s {
+            Scalar::None => Ok(PyObj::from_borrowed(ffi::Py_None())),
+            Scalar::Bool(b) => PyObj::from_owned(ffi::PyBool_FromLong(b.into())),
+            Scalar::Int(n) => PyObj::from_owned(ffi::PyLong_FromLongLong(n)),
+            Scalar::Float(x) => PyObj::from_owned(ffi::PyFloat_FromDouble(x)),
+            Scalar::Str(text) => PyObj::from_owned(ffi::PyUnicode_FromStringAndSize(
+                text.as_ptr() as *const _,
+                text.len() as ffi::Py_ssize_t,
+            )),
+            Scalar::Bytes(data) => bytes_object(data),
+        }
+    }
+}

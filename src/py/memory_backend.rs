@@ -1,0 +1,219 @@
+//! The memory backend behind a cached callable: Python objects in a sharded SIEVE store.
+
+use super::cached::{call_owned, Backend};
+use super::counters::Counters;
+use super::key::{CallKey, PyKey};
+use super::object::{ErrSet, PyObj, PyResult};
+use crate::clock;
+use crate::memory::{Candidate, Get, Insert, Shard, Store, Verdict};
+use pyo3::ffi;
+
+#[cfg(not(Py_GIL_DISABLED))]
+type Guard<T> = super::gil_lock::GilLock<T>;
+#[cfg(Py_GIL_DISABLED)]
+type Guard<T> = crate::sync::ShardedLock<T>;
+
+type MemoryStore = Store<PyKey, PyObj, Guard<Shard<PyKey, PyObj>>>;
+
+/// Rounds of "compare outside the lock, probe again" before a call gives up and treats the
+/// lookup as a miss (each round only happens when a foreign `__eq__` changed the cache).
+const COMPARE_ROUNDS: usize = 8;
+
+/// Caches up to this size are one shard, so their eviction order is exact SIEVE.
+const SINGLE_SHARD_MAX: usize = 1024;
+
+/// Shards for a cache of `max_size`. With the GIL there is no parallelism to gain, so one
+/// shard keeps SIEVE exact; free-threaded builds split large caches so writers to
+/// different shards do not wait on each other.
+fn shard_count(max_size: usize) -> usize {
+    if cfg!(Py_GIL_DISABLED) && max_size > SINGLE_SHARD_MAX {
+        (max_size / SINGLE_SHARD_MAX).clamp(1, 16)
+    } else {
+        1
+    }
+}
+
+/// In-process entries and counters.
+pub struct MemoryBackend {
+    store: MemoryStore,
+    ttl_nanos: Option<u64>,
+    counters: Counters,
+}
+
+/// A memory-backend key: the key object, its hash, and equality verdicts already reached.
+pub struct MemoryKey {
+    key: CallKey,
+    hash: u64,
+    verdicts: Vec<Verdict>,
+}
+
+impl MemoryBackend {
+    /// An empty cache of at most `max_size` entries living `ttl_nanos` each.
+    pub fn new(max_size: usize, ttl_nanos: Option<u64>) -> Self {
+        Self {
+            store: Store::new(max_size, shard_count(max_size)),
+            ttl_nanos,
+            counters: Counters::default(),
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        if self.ttl_nanos.is_some() {
+            clock::monotonic_nanos()
+        } else {
+            0
+        }
+    }
+
+    /// Every stored key and value not being written right now (GC traversal).
+    pub fn for_each_unlocked(&self, f: impl FnMut(&PyKey, &PyObj)) {
+        self.store.for_each_unlocked(f);
+    }
+}
+
+impl Backend for MemoryBackend {
+    type Key = MemoryKey;
+
+    #[inline]
+    unsafe fn key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<MemoryKey> {
+        // SAFETY: vectorcall arguments, as the caller promises.
+        let key = unsafe { CallKey::build(args, nargs, kwnames, kw_mark)? };
+        let hash = key.hash()?;
+        Ok(MemoryKey {
+            key,
+            hash,
+            verdicts: Vec::new(),
+        })
+    }
+
+    /// Probes until decided, comparing foreign keys outside every lock.
+    #[inline]
+    fn lookup(&self, key: &mut MemoryKey) -> PyResult<Option<PyObj>> {
+        let now = self.now();
+        for _ in 0..COMPARE_ROUNDS {
+            match self
+                .store
+                .get(key.hash, key.key.probe(), &key.verdicts, now)
+            {
+                Get::Hit(value) => {
+                    self.counters.hit();
+                    return Ok(Some(value));
+                }
+                Get::Miss => break,
+                Get::Undecided(candidates) => {
+                    compare_outside(candidates, key.key.probe(), &mut key.verdicts)?
+                }
+            }
+        }
+        self.counters.miss();
+        Ok(None)
+    }
+
+    fn store(&self, key: MemoryKey, value: &PyObj) -> PyResult<()> {
+        let now = self.now();
+        let expires_at = clock::deadline(now, self.ttl_nanos);
+        let MemoryKey {
+            key,
+            hash,
+            mut verdicts,
+        } = key;
+        let (mut key, mut value) = (key.into_owned(), value.clone());
+        for _ in 0..COMPARE_ROUNDS {
+            match self
+                .store
+                .insert(hash, key, value, &verdicts, now, expires_at)
+            {
+                Insert::Done(garbage) => {
+                    // Dropped here, after the shard lock: finalizers may call back in.
+                    drop(garbage);
+                    return Ok(());
+                }
+                Insert::NotCached(..) => return Ok(()),
+                Insert::Undecided(candidates, k, v) => {
+                    compare_outside(candidates, &k, &mut verdicts)?;
+                    (key, value) = (k, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key_object(&self, key: MemoryKey) -> PyResult<PyObj> {
+        Ok(key.key.into_owned().into_object())
+    }
+
+    unsafe fn key_from_object(
+        &self,
+        obj: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<MemoryKey> {
+        // SAFETY: as the caller promises, `obj` outlives the key.
+        let key = unsafe { CallKey::existing(obj, kw_mark) };
+        let hash = key.hash()?;
+        Ok(MemoryKey {
+            key,
+            hash,
+            verdicts: Vec::new(),
+        })
+    }
+
+    fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj> {
+        let (hits, misses) = self.counters.read();
+        let size = if self.ttl_nanos.is_some() {
+            self.store.live_len(self.now())
+        } else {
+            self.store.len()
+        };
+        info_tuple(
+            info_type,
+            &[hits, misses, self.store.max_size() as u64, size as u64],
+        )
+    }
+
+    fn clear(&self) -> PyResult<()> {
+        let entries = self.store.clear();
+        self.counters.reset();
+        // Dropped here, after every shard lock is released: finalizers may call back in.
+        drop(entries);
+        Ok(())
+    }
+}
+
+/// `info_type(*fields)` with int fields.
+pub fn info_tuple(info_type: *mut ffi::PyObject, fields: &[u64]) -> PyResult<PyObj> {
+    let mut objs = Vec::with_capacity(fields.len());
+    for &n in fields {
+        // SAFETY: plain int construction.
+        objs.push(unsafe { PyObj::from_owned(ffi::PyLong_FromUnsignedLongLong(n))? });
+    }
+    let ptrs: Vec<*mut ffi::PyObject> = objs.iter().map(PyObj::as_ptr).collect();
+    call_owned(info_type, &ptrs, &[])
+}
+
+/// Runs `==` for each candidate with no lock held and records the answers.
+fn compare_outside(
+    candidates: Vec<Candidate<PyKey>>,
+    key: &PyKey,
+    verdicts: &mut Vec<Verdict>,
+) -> PyResult<()> {
+    for c in candidates {
+        // SAFETY: both keys are valid objects we hold references to; this may run Python code.
+        let r = unsafe { ffi::PyObject_RichCompareBool(c.key.as_ptr(), key.as_ptr(), ffi::Py_EQ) };
+        if r < 0 {
+            return Err(ErrSet);
+        }
+        verdicts.push(Verdict {
+            slot: c.slot,
+            stamp: c.stamp,
+            equal: r == 1,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The shared backend behind a cached callable: encoded bytes in memory-mapped files that
+//! every process running the same function opens (`crate::shared`).
+
+use super::cached::{raise, Backend, Exc};
+use super::convert::Pickler;
+use super::memory_backend::info_tuple;
+use super::object::{PyObj, PyResult};
+use crate::clock;
+use crate::shared::{InsertOutcome, SharedStore};
+use pyo3::ffi;
+
+/// Cross-process entries; counters live in the file, shared by every process.
+pub struct SharedBackend {
+    store: SharedStore,
+    pickler: Pickler,
+    ttl_nanos: Option<u64>,
+}
+
+impl SharedBackend {
+    /// Wraps an opened store.
+    pub fn new(store: SharedStore, pickler: Pickler, ttl_nanos: Option<u64>) -> Self {
+        Self {
+            store,
+            pickler,
+            ttl_nanos,
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        // Without a TTL every deadline is "never", so the clock need not be read.
+        if self.ttl_nanos.is_some() {
+            clock::monotonic_nanos()
+        } else {
+            0
+        }
+    }
+
+    /// Stores encoded bytes with this cache's TTL.
+    fn insert(&self, key: &[u8], value: &[u8]) -> InsertOutcome {
+        let now = self.now();
+        self.store
+            .insert(key, value, now, clock::deadline(now, self.ttl_nanos))
+    }
+}
+
+impl Backend for SharedBackend {
+    type Key = Vec<u8>;
+
+    unsafe fn key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        _kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Vec<u8>> {
+        // SAFETY: vectorcall arguments, as the caller promises.
+        unsafe { self.pickler.encode_key(args, nargs, kwnames) }
+    }
+
+    fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
+        let Some(bytes) = self.store.get(key, self.now()) else {
+            return Ok(None);
+        };
+        match self.pickler.decode(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(_) => {
+                // An entry this process cannot rebuild (say, its class is not importable
+                // here) is a miss: the function computes the value instead.
+                // SAFETY: an exception is set; we are attached.
+                unsafe { ffi::PyErr_Clear() };
+                Ok(None)
+            }
+        }
+    }
+
+    fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
+        let mut bytes = Vec::new();
+        // SAFETY: `value` is a valid object.
+        if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
+            // A result that cannot be serialized is returned uncached.
+            // SAFETY: an exception is set; we are attached.
+            unsafe { ffi::PyErr_Clear() };
+            return Ok(());
+        }
+        self.insert(&key, &bytes);
+        Ok(())
+    }
+
+    fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {
+        // SAFETY: copies `key` into a new bytes object.
+        unsafe {
+            PyObj::from_owned(ffi::PyBytes_FromStringAndSize(
+                key.as_ptr() as *const _,
+                key.len() as ffi::Py_ssize_t,
+            ))
+        }
+    }
+
+    unsafe fn key_from_object(
+        &self,
+        obj: *mut ffi::PyObject,
+        _kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Vec<u8>> {
+        // SAFETY: `obj` is valid, as the caller promises; only bytes are accepted.
+        unsafe {
+            if ffi::PyBytes_Check(obj) == 0 {
+                return Err(raise(Exc::Type, c"shared cache keys are bytes"));
+            }
+            let data = ffi::PyBytes_AsString(obj) as *const u8;
+            Ok(std::slice::from_raw_parts(data, ffi::PyBytes_Size(obj) as usize).to_vec())
+        }
+    }
+
+    fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj> {
+        let i = self.store.info();
+        info_tuple(
+            info_type,
+            &[
+                i.hits,
+                i.misses,
+                i.max_size,
+                i.current_size,
+                i.oversize_skips,
+            ],
+        )
+    }
+
+    fn clear(&self) -> PyResult<()> {
+        if self.store.clear() {
+            Ok(())
+        } else {
+            Err(raise(
+                Exc::Runtime,
+                c"shared cache is locked by another live process; cache_clear() gave up",
+            ))
+        }
+    }
+}

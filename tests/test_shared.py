@@ -1,0 +1,259 @@
+"""The shared backend across real processes: results, types, limits, clearing, TTL."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import pickle
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import shared_worker
+from warp_cache import SharedCacheInfo, cache
+
+TESTS_DIR = Path(__file__).resolve().parent
+# Imported by name (not run as __main__) so its classes pickle by reference to it.
+WORKER_CMD = [sys.executable, "-c", "import shared_worker; shared_worker.main()"]
+
+
+def worker_env(**env: str) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **env}
+
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no shared backend on Windows")
+
+
+def run_worker(*args: str, timeout: float = 60, **env: str) -> object:
+    """Runs shared_worker.py in a new process and returns what it emitted."""
+    done = subprocess.run(
+        [*WORKER_CMD, *args], capture_output=True, text=True, timeout=timeout, env=worker_env(**env)
+    )
+    assert done.returncode == 0, done.stderr
+    return pickle.loads(base64.b64decode(done.stdout.strip().splitlines()[-1]))
+
+
+def same(a: object, b: object) -> bool:
+    """Equal with the same type, NaN equal to NaN and -0.0 told apart from 0.0."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    return a == b
+
+
+def test_two_processes_with_different_hash_seeds_share_results():
+    first = run_worker("hash_seed_check", PYTHONHASHSEED="1")
+    second = run_worker("hash_seed_check", PYTHONHASHSEED="2", WC_ROLE="reader")
+    assert first[1:] == (frozenset({"x", "y"}), 144)
+    assert second[1:] == first[1:], "the reader recomputed instead of sharing"
+
+
+def test_every_value_type_round_trips_exactly_through_another_process():
+    names = list(shared_worker.sample_values())
+    run_worker("values", *names)
+    got = run_worker("values", *names, WC_ROLE="reader")
+    expected = shared_worker.sample_values()
+    for name in names:
+        assert got[name] != shared_worker.RECOMPUTED, f"{name} was not shared"
+        assert same(got[name], expected[name]), (name, got[name], expected[name])
+
+
+def test_results_are_shared_with_this_process_too():
+    run_worker("square", "5", "6")
+
+    @cache(max_size=64, backend="shared")
+    def square(x):
+        return x * x
+
+    # A different function body (and module) never shares with the worker's square.
+    assert square(5) == 25
+    assert square.cache_info().misses == 1
+
+
+def test_oversize_values_are_not_cached_and_are_counted():
+    run_worker("values", "str", "big_int", WC_MAX_VALUE="12")
+    info = SharedCacheInfo(*run_worker("info", "value_of", WC_MAX_VALUE="12"))
+    assert info.oversize_skips == 2
+    assert info.current_size == 0
+    got = run_worker("values", "str", WC_MAX_VALUE="12", WC_ROLE="reader")
+    assert got["str"] == shared_worker.RECOMPUTED
+
+
+def test_oversize_keys_are_not_cached_but_the_function_runs():
+    @cache(backend="shared", max_key_size=16)
+    def echo(text):
+        return len(text)
+
+    assert echo("x" * 100) == 100
+    assert echo("x" * 100) == 100
+    info = echo.cache_info()
+    assert (info.hits, info.misses, info.current_size) == (0, 2, 0)
+    assert info.oversize_skips == 2
+    assert echo("short") == 5
+    assert echo("short") == 5
+    assert echo.cache_info().hits == 1
+
+
+def test_a_parameter_change_recreates_the_cache():
+    run_worker("square", "3", WC_MAX_SIZE="64")
+    got = run_worker("square", "3", WC_MAX_SIZE="32", WC_ROLE="reader")
+    assert got == [shared_worker.RECOMPUTED], "a file with other parameters was reused"
+    info = SharedCacheInfo(*run_worker("info", "square", WC_MAX_SIZE="32"))
+    assert info.max_size == 32
+
+
+def test_ttl_holds_across_processes():
+    run_worker("square", "7", WC_TTL="1.0")
+    fresh = run_worker("square", "7", WC_TTL="1.0", WC_ROLE="reader")
+    assert fresh == [49]
+    time.sleep(1.5)
+    expired = run_worker("square", "7", WC_TTL="1.0", WC_ROLE="reader")
+    assert expired == [shared_worker.RECOMPUTED]
+
+
+def test_cache_clear_clears_for_every_process():
+    run_worker("square", "4", "5")
+    run_worker("clear", "square")
+    info = SharedCacheInfo(*run_worker("info", "square"))
+    assert (info.hits, info.misses, info.current_size) == (0, 0, 0)
+    assert run_worker("square", "4", WC_ROLE="reader") == [shared_worker.RECOMPUTED]
+
+
+def test_four_processes_hammering_one_small_cache_see_only_right_values():
+    procs = [
+        subprocess.Popen(
+            [*WORKER_CMD, "hammer", str(seed), "3000", "40"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_env(WC_MAX_SIZE="8"),
+        )
+        for seed in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (out, err)
+        assert pickle.loads(base64.b64decode(out.strip())) == ("ok", 3000)
+    info = SharedCacheInfo(*run_worker("info", "hammered", WC_MAX_SIZE="8"))
+    assert info.current_size <= 8
+    assert info.hits + info.misses >= 1
+
+
+def test_files_are_private(private_shared_cache_dir):
+    @cache(backend="shared")
+    def private(x):
+        return x
+
+    private(1)
+    directory = private_shared_cache_dir
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = list(directory.iterdir())
+    assert files, "no cache files were made"
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.stat().st_uid == os.getuid()
+
+
+def test_file_names_tell_which_function_they_belong_to(private_shared_cache_dir):
+    @cache(backend="shared")
+    def a_recognisable_name(x):
+        return x
+
+    a_recognisable_name(1)
+    names = [p.name for p in private_shared_cache_dir.iterdir()]
+    assert any("a_recognisable_name" in n for n in names), names
+    assert any(__name__.split(".")[-1] in n for n in names), names
+
+
+def test_changed_function_body_does_not_read_old_results():
+    def make(body_adds):
+        namespace: dict[str, object] = {"cache": cache}
+        exec(
+            f"@cache(backend='shared')\ndef versioned(x):\n    return x + {body_adds}\n",
+            namespace,
+        )
+        return namespace["versioned"]
+
+    old = make(1)
+    assert old(1) == 2
+    new = make(100)
+    assert new(1) == 101
+
+
+def test_two_scripts_main_functions_do_not_share(tmp_path):
+    script = (
+        "from warp_cache import cache\n"
+        "@cache(backend='shared')\n"
+        "def f():\n"
+        "    return {}\n"
+        "print(f())\n"
+    )
+    for name, value in (("one.py", "1"), ("two.py", "2")):
+        (tmp_path / name).write_text(script.replace("{}", value))
+    outputs = [
+        subprocess.run(
+            [sys.executable, str(tmp_path / name)], capture_output=True, text=True, timeout=60
+        )
+        for name in ("one.py", "two.py", "one.py")
+    ]
+    assert [o.stdout.strip() for o in outputs] == ["1", "2", "1"], [o.stderr for o in outputs]
+
+
+def test_unpicklable_arguments_raise_and_unpicklable_results_are_returned_uncached():
+    import threading
+
+    @cache(backend="shared")
+    def describe(obj):
+        return type(obj).__name__
+
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        describe(threading.Lock())
+
+    @cache(backend="shared")
+    def make_lock(n):
+        return threading.Lock()
+
+    assert make_lock(1) is not None
+    assert make_lock(1) is not None
+    assert make_lock.cache_info().current_size == 0
+
+
+def test_shared_keys_are_serialized_so_lists_are_fine():
+    @cache(backend="shared")
+    def total(values, *, scale=1):
+        return sum(values) * scale
+
+    assert total([1, 2, 3]) == 6
+    assert total([1, 2, 3]) == 6
+    assert total([1, 2, 3], scale=2) == 12
+    info = total.cache_info()
+    assert (info.hits, info.misses) == (1, 2)
+
+
+def test_positional_and_keyword_shapes_are_distinct_keys():
+    @cache(backend="shared")
+    def shape(*args, **kwargs):
+        return (args, kwargs)
+
+    assert shape(1, 2) == ((1, 2), {})
+    assert shape((1, 2)) == (((1, 2),), {})
+    assert shape(1) == ((1,), {})
+    assert shape((1,)) == (((1,),), {})
+    assert shape(1, x=2) == ((1,), {"x": 2})
+    assert shape(1, "x", 2) == ((1, "x", 2), {})
+    assert shape(b=1, a=2) == shape(a=2, b=1)
+    assert shape.cache_info().misses == 7
+
+
+def test_windows_refuses_the_shared_backend(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(RuntimeError, match="Windows"):
+        cache(backend="shared")
