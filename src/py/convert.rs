@@ -5,6 +5,7 @@
 //! with a kind byte, so a call with keyword arguments can never share bytes with a
 //! positional-only call.
 
+use super::key::{keyword_count, keywords_by_name};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::codec::{self, Scalar, Value};
 use pyo3::ffi;
@@ -146,12 +147,9 @@ impl Pickler {
         nargs: usize,
         kwnames: *mut ffi::PyObject,
     ) -> PyResult<Vec<u8>> {
-        // SAFETY: kwnames is NULL or a tuple of str, per the protocol.
-        let nkw = if kwnames.is_null() {
-            0
-        } else {
-            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-        };
+        // SAFETY: kwnames as the protocol delivers it.
+        let nkw = unsafe { keyword_count(kwnames) };
+
         let mut out = Vec::with_capacity(32);
         // SAFETY: `args` holds nargs + nkw valid objects.
         let arg = |i: usize| unsafe { *args.add(i) };
@@ -169,14 +167,10 @@ impl Pickler {
             return Ok(out);
         }
         out.push(KEY_WITH_KEYWORDS);
-        // SAFETY: kwnames holds nkw str objects.
-        let name = |k: usize| unsafe { ffi::PyTuple_GET_ITEM(kwnames, k as ffi::Py_ssize_t) };
-        let mut order: Vec<usize> = (0..nkw).collect();
-        // SAFETY: keyword names are exact str; comparing them cannot fail.
-        order.sort_by(|&a, &b| unsafe { ffi::PyUnicode_Compare(name(a), name(b)) }.cmp(&0));
         let mut items: Vec<_> = (0..nargs).map(arg).collect();
-        for k in order {
-            items.push(name(k));
+        // SAFETY: kwnames holds nkw str objects.
+        for (k, name) in unsafe { keywords_by_name(kwnames) } {
+            items.push(name);
             items.push(arg(nargs + k));
         }
         self.encode_sequence(&items, &mut out)?;

@@ -99,6 +99,38 @@ unsafe fn is_scalar(obj: *mut ffi::PyObject) -> bool {
     }
 }
 
+/// How many keyword arguments a vectorcall carries.
+///
+/// # Safety
+/// `kwnames` is NULL or a tuple, as the vectorcall protocol delivers it.
+#[inline]
+pub unsafe fn keyword_count(kwnames: *mut ffi::PyObject) -> usize {
+    if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: a non-NULL kwnames is a tuple, as the caller promises.
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    }
+}
+
+/// `(index, name)` of every keyword argument, sorted by name, so that keyword order never
+/// changes a key.
+///
+/// # Safety
+/// `kwnames` is a tuple of str, as the vectorcall protocol delivers it.
+pub unsafe fn keywords_by_name(kwnames: *mut ffi::PyObject) -> Vec<(usize, *mut ffi::PyObject)> {
+    // SAFETY: as the caller promises.
+    let n = unsafe { keyword_count(kwnames) };
+    let name = |k: usize| {
+        // SAFETY: `k < n`, in range of the tuple.
+        unsafe { ffi::PyTuple_GET_ITEM(kwnames, k as ffi::Py_ssize_t) }
+    };
+    let mut order: Vec<(usize, *mut ffi::PyObject)> = (0..n).map(|k| (k, name(k))).collect();
+    // SAFETY: keyword names are exact str, whose comparison cannot fail.
+    order.sort_by(|a, b| unsafe { ffi::PyUnicode_Compare(a.1, b.1) }.cmp(&0));
+    order
+}
+
 /// The key of one call: borrowed from the arguments, or a tuple made for it.
 pub struct CallKey {
     key: ManuallyDrop<PyKey>,
@@ -117,12 +149,8 @@ impl CallKey {
         kwnames: *mut ffi::PyObject,
         mark: *mut ffi::PyObject,
     ) -> PyResult<Self> {
-        let nkw = if kwnames.is_null() {
-            0
-        } else {
-            // SAFETY: a non-NULL kwnames is a tuple, per the protocol.
-            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-        };
+        // SAFETY: kwnames as the protocol delivers it.
+        let nkw = unsafe { keyword_count(kwnames) };
         if nkw == 0 && nargs == 1 {
             // SAFETY: there is one positional argument.
             let arg = unsafe { *args };
@@ -155,12 +183,9 @@ impl CallKey {
         if nkw > 0 {
             put(nargs, mark);
             // SAFETY: kwnames is a tuple of nkw str objects.
-            let name = |k: usize| unsafe { ffi::PyTuple_GET_ITEM(kwnames, k as ffi::Py_ssize_t) };
-            let mut order: Vec<usize> = (0..nkw).collect();
-            // SAFETY: keyword names are exact str, whose comparison cannot fail.
-            order.sort_by(|&a, &b| unsafe { ffi::PyUnicode_Compare(name(a), name(b)) }.cmp(&0));
-            for (slot, &k) in order.iter().enumerate() {
-                put(nargs + 1 + 2 * slot, name(k));
+            let order = unsafe { keywords_by_name(kwnames) };
+            for (slot, &(k, name)) in order.iter().enumerate() {
+                put(nargs + 1 + 2 * slot, name);
                 // SAFETY: keyword values follow the positional arguments.
                 put(nargs + 2 + 2 * slot, unsafe { *args.add(nargs + k) });
             }
