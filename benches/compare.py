@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import functools
+import os
 import platform
 import random
 import statistics
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable
 from itertools import accumulate
@@ -36,6 +38,9 @@ def contenders() -> dict[str, Callable[[], Callable[[object], object]]]:
     """Factories making a fresh cached `identity` per contender (peers only if installed)."""
     makers: dict[str, Callable[[], Callable[[object], object]]] = {
         "warp_cache": lambda: warp_cache.cache(max_size=MAX_SIZE)(identity),
+        "warp_cache (shared)": lambda: warp_cache.cache(max_size=MAX_SIZE, backend="shared")(
+            identity
+        ),
         "lru_cache": lambda: functools.lru_cache(maxsize=MAX_SIZE)(identity),
     }
     try:
@@ -48,6 +53,18 @@ def contenders() -> dict[str, Callable[[], Callable[[object], object]]]:
         import cachebox
 
         makers["cachebox"] = lambda: cachebox.cached(cachebox.LRUCache(MAX_SIZE))(identity)
+    except ImportError:
+        pass
+    try:
+        import diskcache
+
+        def diskcache_memoize() -> Callable[[object], object]:
+            # Its own directory under /dev/shm when there is one: the fairest disk for it.
+            base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            store = diskcache.Cache(tempfile.mkdtemp(prefix="bench-diskcache-", dir=base))
+            return store.memoize()(identity)
+
+        makers["diskcache"] = diskcache_memoize
     except ImportError:
         pass
     try:
@@ -100,14 +117,17 @@ def measure(
 
 def table(title: str, results: dict[str, float]) -> list[str]:
     base = results["lru_cache"]
+    memory = results["warp_cache"]
     lines = [
         f"### {title}",
         "",
-        "| cache | ns per call | calls/s | speed vs lru_cache |",
-        "|---|---:|---:|---:|",
+        "| cache | ns per call | calls/s | speed vs lru_cache | speed vs warp_cache memory |",
+        "|---|---:|---:|---:|---:|",
     ]
     for label, ns in sorted(results.items(), key=lambda kv: kv[1]):
-        lines.append(f"| {label} | {ns:.1f} | {1e9 / ns:,.0f} | {base / ns:.2f}x |")
+        lines.append(
+            f"| {label} | {ns:.1f} | {1e9 / ns:,.0f} | {base / ns:.2f}x | {memory / ns:.2f}x |"
+        )
     return lines + [""]
 
 
@@ -118,6 +138,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--write", help="also write the Markdown report to this file")
     args = parser.parse_args()
+    # Shared-backend files of this run go to a private directory, removed afterwards.
+    os.environ.setdefault("WARP_CACHE_DIR", os.path.join(tempfile.mkdtemp(), "warp_cache"))
 
     gil = "free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") else "GIL"
     header = [

@@ -146,25 +146,24 @@ impl Pickler {
         args: *const *mut ffi::PyObject,
         nargs: usize,
         kwnames: *mut ffi::PyObject,
-    ) -> PyResult<Vec<u8>> {
+        out: &mut Vec<u8>,
+    ) -> PyResult<()> {
         // SAFETY: kwnames as the protocol delivers it.
         let nkw = unsafe { keyword_count(kwnames) };
-
-        let mut out = Vec::with_capacity(32);
         // SAFETY: `args` holds nargs + nkw valid objects.
         let arg = |i: usize| unsafe { *args.add(i) };
         if nkw == 0 {
             out.push(KEY_POSITIONAL);
-            // SAFETY: arguments are valid for the whole call.
-            if nargs == 1 && unsafe { scalar(arg(0)) }.is_some() {
-                // SAFETY: as above.
-                unsafe { self.encode(arg(0), &mut out)? };
-                return Ok(out);
+            if nargs == 1 {
+                // SAFETY: arguments are valid for the whole call.
+                if let Some(s) = unsafe { scalar(arg(0)) } {
+                    codec::encode(&Value::Scalar(s), out);
+                    return Ok(());
+                }
             }
             // SAFETY: as above.
             let items: Vec<_> = (0..nargs).map(arg).collect();
-            self.encode_sequence(&items, &mut out)?;
-            return Ok(out);
+            return self.encode_sequence(&items, out);
         }
         out.push(KEY_WITH_KEYWORDS);
         let mut items: Vec<_> = (0..nargs).map(arg).collect();
@@ -173,8 +172,7 @@ impl Pickler {
             items.push(name);
             items.push(arg(nargs + k));
         }
-        self.encode_sequence(&items, &mut out)?;
-        Ok(out)
+        self.encode_sequence(&items, out)
     }
 
     /// Encodes `items` as one flat tuple, or pickles them as a tuple.

@@ -1,6 +1,8 @@
 //! The PyO3 layer: the only code that touches Python.
 
 mod awaitable;
+#[cfg(unix)]
+mod buffers;
 mod cached;
 #[cfg(unix)]
 mod convert;

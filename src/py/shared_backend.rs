@@ -1,6 +1,7 @@
 //! The shared backend behind a cached callable: encoded bytes in memory-mapped files that
 //! every process running the same function opens (`crate::shared`).
 
+use super::buffers::PooledBuf;
 use super::cached::{raise, Backend, Exc};
 use super::convert::Pickler;
 use super::memory_backend::info_tuple;
@@ -45,7 +46,7 @@ impl SharedBackend {
 }
 
 impl Backend for SharedBackend {
-    type Key = Vec<u8>;
+    type Key = PooledBuf;
 
     unsafe fn key(
         &self,
@@ -53,16 +54,19 @@ impl Backend for SharedBackend {
         nargs: usize,
         kwnames: *mut ffi::PyObject,
         _kw_mark: *mut ffi::PyObject,
-    ) -> PyResult<Vec<u8>> {
+    ) -> PyResult<PooledBuf> {
+        let mut key = PooledBuf::for_key();
         // SAFETY: vectorcall arguments, as the caller promises.
-        unsafe { self.pickler.encode_key(args, nargs, kwnames) }
+        unsafe { self.pickler.encode_key(args, nargs, kwnames, key.vec())? };
+        Ok(key)
     }
 
-    fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
-        let Some(bytes) = self.store.get(key, self.now()) else {
+    fn lookup(&self, key: &mut PooledBuf) -> PyResult<Option<PyObj>> {
+        let mut value = PooledBuf::for_value();
+        if !self.store.get_into(key.bytes(), self.now(), value.vec()) {
             return Ok(None);
-        };
-        match self.pickler.decode(&bytes) {
+        }
+        match self.pickler.decode(value.bytes()) {
             Ok(value) => Ok(Some(value)),
             Err(_) => {
                 // An entry this process cannot rebuild (say, its class is not importable
@@ -74,20 +78,21 @@ impl Backend for SharedBackend {
         }
     }
 
-    fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
-        let mut bytes = Vec::new();
+    fn store(&self, key: PooledBuf, value: &PyObj) -> PyResult<()> {
+        let mut bytes = PooledBuf::for_value();
         // SAFETY: `value` is a valid object.
-        if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
+        if unsafe { self.pickler.encode(value.as_ptr(), bytes.vec()) }.is_err() {
             // A result that cannot be serialized is returned uncached.
             // SAFETY: an exception is set; we are attached.
             unsafe { ffi::PyErr_Clear() };
             return Ok(());
         }
-        self.insert(&key, &bytes);
+        self.insert(key.bytes(), bytes.bytes());
         Ok(())
     }
 
-    fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {
+    fn key_object(&self, key: PooledBuf) -> PyResult<PyObj> {
+        let key = key.bytes();
         // SAFETY: copies `key` into a new bytes object.
         unsafe {
             PyObj::from_owned(ffi::PyBytes_FromStringAndSize(
@@ -101,14 +106,17 @@ impl Backend for SharedBackend {
         &self,
         obj: *mut ffi::PyObject,
         _kw_mark: *mut ffi::PyObject,
-    ) -> PyResult<Vec<u8>> {
+    ) -> PyResult<PooledBuf> {
         // SAFETY: `obj` is valid, as the caller promises; only bytes are accepted.
         unsafe {
             if ffi::PyBytes_Check(obj) == 0 {
                 return Err(raise(Exc::Type, c"shared cache keys are bytes"));
             }
             let data = ffi::PyBytes_AsString(obj) as *const u8;
-            Ok(std::slice::from_raw_parts(data, ffi::PyBytes_Size(obj) as usize).to_vec())
+            let mut key = PooledBuf::for_key();
+            key.vec()
+                .extend_from_slice(std::slice::from_raw_parts(data, ffi::PyBytes_Size(obj) as usize));
+            Ok(key)
         }
     }
 

@@ -55,9 +55,13 @@ impl<O: LockOwner> SharedStore<O> {
     /// [`crate::clock::monotonic_nanos`]). Counts a hit or a miss.
     pub fn get(&self, key: &[u8], now: u64) -> Option<Vec<u8>> {
         let mut value = Vec::new();
-        self.run(|engine| engine.get(key, now, &mut value))
-            .unwrap_or(false)
-            .then_some(value)
+        self.get_into(key, now, &mut value).then_some(value)
+    }
+
+    /// [`SharedStore::get`] into a caller's buffer (reused across calls: no allocation on
+    /// the hit path); true on a hit, with the value in `out`.
+    pub fn get_into(&self, key: &[u8], now: u64, out: &mut Vec<u8>) -> bool {
+        self.run(|engine| engine.get(key, now, out)).unwrap_or(false)
     }
 
     /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever).

@@ -37,11 +37,17 @@ fn checksum(lens: u64, hash: u64, expires: u64, key: &[u8], value: &[u8]) -> u64
 
 /// `bytes` as little-endian words, the last one zero-padded.
 fn packed(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    bytes.chunks(8).map(|chunk| {
-        let mut word = [0; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(word)
-    })
+    let whole = bytes.chunks_exact(8);
+    let tail = whole.remainder();
+    // Built byte by byte: a variable-length copy would be a memcpy call per key.
+    let last = (!tail.is_empty()).then(|| {
+        tail.iter()
+            .enumerate()
+            .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i))
+    });
+    whole
+        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("chunks of eight")))
+        .chain(last)
 }
 
 /// The data words of one file seen through this process's layout.
@@ -116,6 +122,7 @@ impl<'a> Table<'a> {
             return false;
         }
         out.clear();
+        out.reserve(value_len.next_multiple_of(8));
         let first = self.layout.value_field();
         for n in 0..value_len.div_ceil(8) {
             out.extend_from_slice(&self.slot_load(i, first + n).to_le_bytes());
