@@ -74,8 +74,15 @@ mod tests {
         };
         let mut b = PooledBuf::for_key();
         assert!(b.bytes().is_empty());
-        assert_eq!(b.vec().as_ptr(), ptr, "the dropped buffer is handed out again");
+        assert_eq!(
+            b.vec().as_ptr(),
+            ptr,
+            "the dropped buffer is handed out again"
+        );
         let nested = PooledBuf::for_key();
-        assert!(nested.bytes().is_empty(), "a nested user gets its own buffer");
+        assert!(
+            nested.bytes().is_empty(),
+            "a nested user gets its own buffer"
+        );
     }
 }

@@ -114,8 +114,10 @@ impl Backend for SharedBackend {
             }
             let data = ffi::PyBytes_AsString(obj) as *const u8;
             let mut key = PooledBuf::for_key();
-            key.vec()
-                .extend_from_slice(std::slice::from_raw_parts(data, ffi::PyBytes_Size(obj) as usize));
+            key.vec().extend_from_slice(std::slice::from_raw_parts(
+                data,
+                ffi::PyBytes_Size(obj) as usize,
+            ));
             Ok(key)
         }
     }

@@ -61,7 +61,8 @@ impl<O: LockOwner> SharedStore<O> {
     /// [`SharedStore::get`] into a caller's buffer (reused across calls: no allocation on
     /// the hit path); true on a hit, with the value in `out`.
     pub fn get_into(&self, key: &[u8], now: u64, out: &mut Vec<u8>) -> bool {
-        self.run(|engine| engine.get(key, now, out)).unwrap_or(false)
+        self.run(|engine| engine.get(key, now, out))
+            .unwrap_or(false)
     }
 
     /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever).
