@@ -20,7 +20,9 @@ PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi')
 help:
 	@echo "make demo   build, then run every example end to end"
 	@echo "make test   build, then run every test suite (Rust, lints, pytest)"
+	@echo "make loom   model-check the concurrency code (loom; make shuttle: random schedules)"
 	@echo "make bench  compare warp_cache with lru_cache and its peers (docs/benchmarks.md)"
+	@echo "make fuzz   run every cargo-fuzz target for FUZZ_SECONDS (default 60) each (docs/fuzzing.md)"
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +73,38 @@ test-ft: $(BUILT_FT)
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
-test: test-rust lint test-python test-ft
+test: test-rust loom shuttle fuzz-smoke lint test-python test-ft
+
+# Model checking (docs/model-checking.md): loom explores every interleaving of small models
+# up to a preemption bound (LOOM_MAX_PREEMPTIONS overrides), shuttle runs random schedules
+# of larger ones (SHUTTLE_ITERATIONS, SHUTTLE_SEED). Own target dirs, so the cfg'd builds
+# never invalidate the normal one; opt-level 1 runs the models 5-10x faster than debug.
+MODELS := CARGO_PROFILE_TEST_OPT_LEVEL=1 CARGO_PROFILE_TEST_DEBUG=0 cargo
+.PHONY: loom shuttle
+
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+		$(MODELS) clippy --no-default-features --all-targets -- -D warnings
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+		$(MODELS) test --no-default-features --test loom
+
+shuttle:
+	RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle \
+		$(MODELS) clippy --no-default-features --all-targets -- -D warnings
+	RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle \
+		$(MODELS) test --no-default-features --test shuttle
+
+# cargo-fuzz campaigns (fuzz/, nightly; cargo-fuzz installed when missing, skipped with a
+# message without nightly). One target at a time; see docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+.PHONY: fuzz fuzz-smoke
+
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 bench: $(BUILT) $(BUILT_FT)
 	mkdir -p benches/results

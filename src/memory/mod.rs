@@ -32,5 +32,6 @@ pub fn spread_hash(hash: u64) -> u64 {
     hash.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-#[cfg(test)]
+// Unit tests spawn real threads: models have their own suite in loom_tests/.
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests;

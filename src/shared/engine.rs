@@ -289,4 +289,56 @@ impl HeapRegion {
     pub fn data_words(&self) -> &[AtomicU64] {
         &self.data
     }
+
+    /// Asserts the structure a correct writer leaves (tests, fuzzing, models; call it with no
+    /// write in progress): `len` slots, each in the SIEVE queue once and in the table once
+    /// under its own hash tag, nothing else in the table, no key held by two slots.
+    #[cfg(any(test, fuzzing, loom, shuttle))]
+    pub fn check_invariants(&self) {
+        use super::layout::{slot, split_entry};
+        let layout = &self.layout;
+        let load = |i: usize| self.data[i].load(Ordering::Relaxed);
+        let len = load(header::LEN) as u32;
+        assert!(len <= layout.capacity(), "len {len} beyond capacity");
+        let mut order = Vec::new();
+        let mut at = load(header::TAIL) as u32;
+        while at != crate::sieve::NIL {
+            assert!(at < len, "queued slot {at} beyond len {len}");
+            order.push(at);
+            assert!(order.len() <= len as usize, "queue longer than len");
+            at = load(layout.slot_word(at, slot::LINKS)) as u32;
+        }
+        order.sort_unstable();
+        assert_eq!(
+            order,
+            (0..len).collect::<Vec<_>>(),
+            "every occupied slot queued once"
+        );
+        let mut in_table: Vec<u32> = Vec::new();
+        for pos in 0..layout.table_size() {
+            if let (Some(i), tag) = split_entry(load(layout.table_word(pos))) {
+                assert!(i < len, "table names slot {i} beyond len {len}");
+                let hash = load(layout.slot_word(i, slot::HASH));
+                assert_eq!(tag, hash as u32, "slot {i} filed under another hash");
+                in_table.push(i);
+            }
+        }
+        in_table.sort_unstable();
+        assert_eq!(
+            in_table,
+            (0..len).collect::<Vec<_>>(),
+            "every occupied slot in the table once"
+        );
+        let key_words = layout.value_field() - slot::KEY;
+        let key_of = |i: u32| -> Vec<u64> {
+            (0..key_words)
+                .map(|n| load(layout.slot_word(i, slot::KEY + n)))
+                .chain([load(layout.slot_word(i, slot::LENS)) as u32 as u64])
+                .collect()
+        };
+        let mut keys: Vec<Vec<u64>> = (0..len).map(key_of).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), len as usize, "a key held by two slots");
+    }
 }

@@ -14,7 +14,8 @@
 //!   which generation the file belongs to), the live state (`LEN`, SIEVE `HEAD`, `TAIL`,
 //!   `HAND`), and on their own cache line the shared counters (`HITS`, `MISSES`, `OVERSIZE`);
 //! - the hash table: `TABLE_SIZE` words (a power of two, at least twice the capacity), linear
-//!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`.
+//!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`
+//!   (a damaged word whose low half is 0 counts as empty everywhere).
 //!   Removal is backward-shift deletion, so there are no tombstones and probe chains never
 //!   degrade under churn;
 //! - `CAPACITY` slots of `SLOT_WORDS` words: `LENS` (`value_len << 32 | key_len`), `HASH`,

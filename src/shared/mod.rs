@@ -31,7 +31,6 @@ pub use store::SharedStore;
 
 #[cfg(all(test, unix, not(any(loom, shuttle))))]
 mod file_tests;
-#[cfg(all(test, loom))]
-mod loom_tests;
-#[cfg(test)]
+// Unit tests spawn real threads: models have their own suite in loom_tests/.
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests;

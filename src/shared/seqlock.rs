@@ -70,12 +70,31 @@ impl Patience {
 pub struct SeqLock<'a> {
     seq: &'a AtomicU64,
     owner: &'a AtomicU64,
+    /// loom builds only: see [`SeqLock::broken_without_read_fence`].
+    #[cfg(loom)]
+    skip_read_fence: bool,
 }
 
 impl<'a> SeqLock<'a> {
     /// A seqlock over the given sequence and owner words.
     pub fn new(seq: &'a AtomicU64, owner: &'a AtomicU64) -> Self {
-        Self { seq, owner }
+        Self {
+            seq,
+            owner,
+            #[cfg(loom)]
+            skip_read_fence: false,
+        }
+    }
+
+    /// A deliberately BROKEN seqlock whose readers skip their acquire fence, so a read can
+    /// return words of two different write sections. It exists only in loom builds, for the
+    /// model that proves the seqlock models can catch a torn read (`loom_tests/teeth.rs`).
+    #[cfg(loom)]
+    pub fn broken_without_read_fence(seq: &'a AtomicU64, owner: &'a AtomicU64) -> Self {
+        Self {
+            skip_read_fence: true,
+            ..Self::new(seq, owner)
+        }
     }
 
     /// Runs `copy` until it ran with no writer active, at most [`READ_ATTEMPTS`] times.
@@ -88,9 +107,7 @@ impl<'a> SeqLock<'a> {
             let before = self.seq.load(Ordering::Acquire);
             if before & 1 == 0 {
                 let result = copy();
-                // Orders the copy's loads before the re-check: if the copy saw any store of
-                // a write section, this load sees at least that section's odd sequence.
-                fence(Ordering::Acquire);
+                self.read_fence();
                 if self.seq.load(Ordering::Relaxed) == before {
                     return Some(result);
                 }
@@ -98,6 +115,17 @@ impl<'a> SeqLock<'a> {
             backoff(attempt, READ_ATTEMPTS / 2);
         }
         None
+    }
+
+    /// Orders the copy's loads before the re-check: if the copy saw any store of a write
+    /// section, the re-check sees at least that section's odd sequence.
+    #[inline]
+    fn read_fence(&self) {
+        #[cfg(loom)]
+        if self.skip_read_fence {
+            return;
+        }
+        fence(Ordering::Acquire);
     }
 
     /// Takes the lock for `owner` and opens a write section; `None` if it stayed busy for

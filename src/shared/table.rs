@@ -192,7 +192,8 @@ impl<'a> Table<'a> {
         let mut pos = hash as usize & self.mask();
         for _ in 0..self.layout.table_size() {
             let word = self.layout.table_word(pos);
-            if self.load(word) == 0 {
+            // Empty means "names no slot", as in `find` (damage may leave tag bits behind).
+            if split_entry(self.load(word)).0.is_none() {
                 self.store(word, table_entry(hash, slot));
                 return Ok(());
             }
@@ -223,10 +224,11 @@ impl<'a> Table<'a> {
         for _ in 0..self.layout.table_size() {
             next = (next + 1) & mask;
             let entry = self.load(self.layout.table_word(next));
-            let home = split_entry(entry).1 as usize & mask;
-            if entry == 0 {
+            let (found, tag) = split_entry(entry);
+            if found.is_none() {
                 break;
             }
+            let home = tag as usize & mask;
             // The entry may fill the hole unless its home lies cyclically in (hole, next].
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
                 self.store(self.layout.table_word(hole), entry);
@@ -292,5 +294,45 @@ impl SieveQueue for RegionQueue<'_> {
         self.0.store(header::HEAD, u64::from(ends.head));
         self.0.store(header::TAIL, u64::from(ends.tail));
         self.0.store(header::HAND, u64::from(ends.hand));
+    }
+}
+
+#[cfg(all(test, not(any(loom, shuttle))))]
+mod tests {
+    use super::super::layout::Layout;
+    use super::super::tests::{params, TestOwner};
+    use super::super::{HeapRegion, InsertOutcome};
+    use crate::codec::key_hash;
+    use crate::sync::Ordering;
+
+    /// Found by the `region_open` fuzzer: a damaged table word with slot part 0 but tag bits
+    /// set ended a lookup's probe (empty to `find`) but was skipped by inserts (not zero), so
+    /// an insert reported `Stored` for an entry no lookup could reach while the word stayed.
+    #[test]
+    fn table_word_with_zero_slot_part_is_empty_to_every_operation() {
+        let region = HeapRegion::new(params(2)).unwrap();
+        let layout = Layout::new(params(2)).unwrap();
+        let owner = TestOwner::new(1);
+        let engine = region.engine();
+        let mask = layout.table_size() - 1;
+        for key in [&b"k"[..], b"other", b"third"] {
+            let home = key_hash(key) as usize & mask;
+            for pos in [home, (home + 1) & mask] {
+                region.data_words()[layout.table_word(pos)]
+                    .store(0xDEAD_BEEF_0000_0000, Ordering::Relaxed);
+            }
+            assert_eq!(
+                engine.insert(key, b"v", 0, u64::MAX, &owner),
+                Ok(InsertOutcome::Stored)
+            );
+            let mut out = Vec::new();
+            assert_eq!(
+                engine.get(key, 0, &mut out),
+                Ok(true),
+                "{key:?} unreachable"
+            );
+            assert_eq!(out, b"v");
+            region.check_invariants();
+        }
     }
 }

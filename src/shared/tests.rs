@@ -1,6 +1,6 @@
 //! The shared cache's logic on heap regions: no files, one process.
 
-use super::layout::{header, lock_word, slot, Layout};
+use super::layout::{header, lock_word, Layout};
 use super::*;
 use crate::sync::Ordering;
 
@@ -74,39 +74,6 @@ pub(super) fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
-/// Checks the structure a correct writer leaves: `len` slots, all in the queue once, all in
-/// the table under their own hash, nothing else in the table.
-fn check_invariants(region: &HeapRegion) {
-    let data = region.data_words();
-    let load = |i: usize| data[i].load(Ordering::Relaxed);
-    let layout = Layout::new(params(load(header::CAPACITY) as u32)).unwrap();
-    let len = load(header::LEN) as u32;
-    assert!(len <= layout.capacity());
-    let mut order = Vec::new();
-    let mut at = load(header::TAIL) as u32;
-    while at != crate::sieve::NIL {
-        assert!(at < len, "queued slot {at} beyond len {len}");
-        order.push(at);
-        assert!(order.len() <= len as usize, "queue longer than len");
-        at = load(layout.slot_word(at, slot::LINKS)) as u32;
-    }
-    order.sort_unstable();
-    assert_eq!(
-        order,
-        (0..len).collect::<Vec<_>>(),
-        "every occupied slot queued once"
-    );
-    let mut in_table: Vec<u32> = (0..layout.table_size())
-        .filter_map(|pos| super::layout::split_entry(load(layout.table_word(pos))).0)
-        .collect();
-    in_table.sort_unstable();
-    assert_eq!(
-        in_table,
-        (0..len).collect::<Vec<_>>(),
-        "every occupied slot in the table once"
-    );
-}
-
 #[test]
 fn round_trip_and_counters() {
     let r = region(4);
@@ -126,7 +93,7 @@ fn round_trip_and_counters() {
             oversize_skips: 0
         }
     );
-    check_invariants(&r);
+    r.check_invariants();
 }
 
 #[test]
@@ -139,7 +106,7 @@ fn live_entry_keeps_its_value_and_expired_one_is_replaced() {
     put(&r, b"k", b"third", 150, 300);
     assert_eq!(get(&r, b"k", 160).as_deref(), Some(&b"third"[..]));
     assert_eq!(r.engine().info().unwrap().current_size, 1);
-    check_invariants(&r);
+    r.check_invariants();
 }
 
 #[test]
@@ -197,7 +164,7 @@ fn clear_drops_entries_and_counters() {
     }
     put(&r, b"again", b"v", 0, u64::MAX);
     assert_eq!(get(&r, b"again", 0).as_deref(), Some(&b"v"[..]));
-    check_invariants(&r);
+    r.check_invariants();
 }
 
 #[test]
@@ -211,7 +178,7 @@ fn expired_entries_get_no_second_chance() {
     put(&r, b"c", b"3", 20, u64::MAX);
     assert_eq!(get(&r, b"b", 20).as_deref(), Some(&b"2"[..]));
     assert_eq!(get(&r, b"c", 20).as_deref(), Some(&b"3"[..]));
-    check_invariants(&r);
+    r.check_invariants();
 }
 
 /// The textbook SIEVE on a `Vec` ordered oldest first: slow and obviously right.
@@ -269,7 +236,7 @@ fn eviction_is_exact_sieve_on_random_traces() {
                 "trace {trace} step {step} key {key} capacity {capacity}"
             );
         }
-        check_invariants(&r);
+        r.check_invariants();
         for (key, _) in &reference.queue {
             assert_eq!(
                 get(&r, &key.to_le_bytes(), 0).as_deref(),
@@ -336,7 +303,7 @@ fn random_words_never_panic_and_the_cache_recovers() {
         // Some structure checks need a clean region: a clear gives one.
         assert!(r.engine().clear(&TestOwner::new(1)).unwrap());
         hammer_damaged(&r, &mut seed);
-        check_invariants(&r);
+        r.check_invariants();
     }
 }
 
@@ -399,7 +366,7 @@ fn dead_writer_mid_write_is_taken_over_and_region_reset() {
     assert_eq!(lock[lock_word::SEQ].load(Ordering::Relaxed) % 2, 0);
     assert_eq!(get(&r, b"new", 0).as_deref(), Some(&b"v"[..]));
     assert_eq!(get(&r, b"old", 0), None, "a torn region is reset");
-    check_invariants(&r);
+    r.check_invariants();
 }
 
 #[test]
@@ -447,7 +414,7 @@ fn threads_on_one_region_never_see_a_wrong_value() {
             });
         }
     });
-    check_invariants(&r);
+    r.check_invariants();
     let info = r.engine().info().unwrap();
     assert_eq!(info.hits + info.misses, 80_000);
 }

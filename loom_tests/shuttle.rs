@@ -1,0 +1,208 @@
+//! shuttle models: randomized schedules of larger scenarios than loom can explore.
+//!
+//! Build with `RUSTFLAGS="--cfg shuttle"` and `--no-default-features` (`make shuttle`);
+//! without the cfg this test crate is empty. shuttle makes every atomic SeqCst, so these
+//! check logic under interleavings (several "processes" on one region, one of them dying
+//! at a random step), not memory orderings: that is loom's job (`loom.rs`).
+//!
+//! - `SHUTTLE_ITERATIONS`: schedules per test (default 10000, about a second each here).
+//! - `SHUTTLE_SEED`: the scheduler's seed (default: fresh each run). A failure prints its
+//!   "failing seed"; run the one failing test again with `SHUTTLE_SEED=<seed>` to replay it.
+#![cfg(shuttle)]
+
+mod owner;
+
+use owner::Processes;
+use shuttle::rand::{thread_rng, Rng};
+use shuttle::thread;
+use warp_cache::memory::{Get, Insert, Shard, Store};
+use warp_cache::shared::layout::{header, lock_word, Layout};
+use warp_cache::shared::seqlock::SeqLock;
+use warp_cache::shared::{Engine, HeapRegion, InsertOutcome, LockOwner, Params};
+use warp_cache::sync::{Ordering, RwLock};
+
+pub(crate) use shuttle::sync::Arc;
+
+/// Runs `f` under shuttle's random scheduler, as configured by the environment.
+fn check(f: impl Fn() + Send + Sync + 'static) {
+    let env = |name: &str| std::env::var(name).ok();
+    let iterations = env("SHUTTLE_ITERATIONS").map_or(10_000, |n| {
+        n.parse().expect("SHUTTLE_ITERATIONS is a number")
+    });
+    match env("SHUTTLE_SEED") {
+        Some(seed) => shuttle::check_random_with_seed(
+            f,
+            seed.parse().expect("SHUTTLE_SEED is a number"),
+            iterations,
+        ),
+        None => shuttle::check_random(f, iterations),
+    }
+}
+
+const PROCESSES: u64 = 4;
+const OPS: usize = 16;
+const KEYS: u8 = 6;
+
+fn params() -> Params {
+    Params {
+        capacity: 4,
+        max_key_size: 8,
+        max_value_size: 16,
+        ttl_ns: None,
+    }
+}
+
+/// Values of one to sixteen bytes, so copies span one to two words.
+fn value_of(key: u8) -> Vec<u8> {
+    vec![key ^ 0xA5; 1 + (key as usize * 5) % 16]
+}
+
+/// Looks `key` up through `engine`, checking any value found.
+fn lookup(engine: &Engine<'_>, key: u8) -> bool {
+    let mut out = Vec::new();
+    let hit = engine.get(&[key], 0, &mut out).expect("never stale");
+    if hit {
+        assert_eq!(out, value_of(key), "wrong value for key {key}");
+    }
+    hit
+}
+
+/// What the dying process does at its last step.
+fn die(region: &HeapRegion, owner: &impl LockOwner, rng: &mut impl Rng) {
+    let lock_words = region.lock_words();
+    match rng.gen_range(0..3) {
+        // Killed between taking the owner word and opening a section: the data is whole.
+        0 => {
+            let _ = lock_words[lock_word::OWNER].compare_exchange(
+                0,
+                owner.id(),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            );
+        }
+        // Killed inside a section, after storing some words (a prefix of any write is some
+        // set of changed words; which ones and what they hold does not matter to recovery).
+        _ => {
+            let lock = SeqLock::new(&lock_words[lock_word::SEQ], &lock_words[lock_word::OWNER]);
+            if let Some(section) = lock.lock(owner) {
+                let data = region.data_words();
+                for _ in 0..rng.gen_range(0..4) {
+                    let i = rng.gen_range(header::LEN..data.len());
+                    data[i].store(rng.gen(), Ordering::Relaxed);
+                }
+                std::mem::forget(section);
+            }
+        }
+    }
+}
+
+/// Four processes, each with its own layout and engine over one region, run mixed
+/// operations; one of them dies at a random step, perhaps holding the lock mid-write. No
+/// lookup ever returns a wrong value, the size bound holds throughout, the survivors take
+/// the lock over, and the region ends consistent.
+#[test]
+fn processes_share_a_region_and_one_dies_at_a_random_step() {
+    check(|| {
+        let region = Arc::new(HeapRegion::new(params()).expect("small parameters"));
+        let processes = Processes::new(PROCESSES + 1);
+        let mut rng = thread_rng();
+        let dying = rng.gen_range(1..=PROCESSES);
+        let death_step = rng.gen_range(0..=OPS);
+        let handles: Vec<_> = (1..=PROCESSES)
+            .map(|id| {
+                let (region, processes) = (Arc::clone(&region), processes.clone());
+                thread::spawn(move || {
+                    let layout = Layout::new(params()).expect("small parameters");
+                    let engine = Engine::new(&layout, region.lock_words(), region.data_words(), 1)
+                        .expect("region sized for this layout");
+                    let owner = processes.owner(id);
+                    let mut rng = thread_rng();
+                    for step in 0..OPS {
+                        if id == dying && step == death_step {
+                            die(&region, &owner, &mut rng);
+                            processes.die(id);
+                            return;
+                        }
+                        let key = rng.gen_range(0..KEYS);
+                        match rng.gen_range(0..20) {
+                            0 => {
+                                engine.clear(&owner).expect("never stale");
+                            }
+                            1..=2 => {
+                                let info = engine.info().expect("never stale");
+                                assert!(info.current_size <= info.max_size, "size bound");
+                            }
+                            3..=10 => {
+                                let outcome = engine
+                                    .insert(&[key], &value_of(key), 0, u64::MAX, &owner)
+                                    .expect("never stale");
+                                assert_ne!(outcome, InsertOutcome::Oversize);
+                            }
+                            _ => {
+                                lookup(&engine, key);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        // A survivor after everything: takes over from the dead owner if it held the lock.
+        let engine = region.engine();
+        let survivor = processes.owner(PROCESSES + 1);
+        assert_eq!(
+            engine.insert(&[KEYS], &value_of(KEYS), 0, u64::MAX, &survivor),
+            Ok(InsertOutcome::Stored),
+            "a dead owner wedged the lock"
+        );
+        region.check_invariants();
+        assert!(lookup(&engine, KEYS));
+        for key in 0..KEYS {
+            lookup(&engine, key);
+        }
+        let info = engine.info().expect("never stale");
+        assert!(info.current_size <= info.max_size);
+    });
+}
+
+type U64Store = Store<u64, u64, RwLock<Shard<u64, u64>>>;
+
+/// Four threads of gets, inserts and clears on a two-shard memory store of four entries.
+#[test]
+fn threads_share_a_memory_store() {
+    check(|| {
+        let store = Arc::new(U64Store::new(4, 2));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    let mut rng = thread_rng();
+                    for _ in 0..OPS {
+                        let key: u64 = rng.gen_range(0..8);
+                        // Keys spread over both shards by their top hash bit.
+                        let hash = key.rotate_right(1);
+                        match rng.gen_range(0..20) {
+                            0 => drop(store.clear()),
+                            1..=9 => match store.insert(hash, key, key * 7, &[], 0, u64::MAX) {
+                                Insert::Done(_) | Insert::NotCached(..) => {}
+                                Insert::Undecided(..) => unreachable!("u64 keys decide"),
+                            },
+                            _ => match store.get(hash, &key, &[], 0) {
+                                Get::Hit(value) => assert_eq!(value, key * 7),
+                                Get::Miss => {}
+                                Get::Undecided(_) => unreachable!("u64 keys decide"),
+                            },
+                        }
+                        assert!(store.len() <= store.max_size(), "size bound");
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        store.check_invariants();
+    });
+}
