@@ -22,6 +22,7 @@ help:
 	@echo "make test   build, then run every test suite (Rust, lints, pytest)"
 	@echo "make loom   model-check the concurrency code (loom; make shuttle: random schedules)"
 	@echo "make bench  compare warp_cache with lru_cache and its peers (docs/benchmarks.md)"
+	@echo "make bench-rust  criterion microbenchmarks of the stores (target/criterion)"
 	@echo "make fuzz   run every cargo-fuzz target for FUZZ_SECONDS (default 60) each (docs/fuzzing.md)"
 
 $(STAMP): requirements-dev.txt
@@ -106,11 +107,27 @@ fuzz:
 fuzz-smoke:
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
+# Every benchmark, then docs/benchmarks.md and docs/img/*.png from their results (about
+# 4 minutes on 2 cores). Each script also takes --quick (20x smaller) for a smoke run.
 bench: $(BUILT) $(BUILT_FT)
 	mkdir -p benches/results
+	rm -f benches/results/*.json
 	$(PY) -m pip install --quiet -r benches/requirements.txt || true
-	$(PY) benches/compare.py --write benches/results/gil.md
-	env -u PYTHON_GIL $(PY_FT) benches/threads.py --write benches/results/free-threaded.md
+	$(PY) benches/compare.py --json benches/results/gil.json
+	env -u PYTHON_GIL $(PY_FT) benches/threads.py --json benches/results/free-threaded.json
+	$(PY) benches/processes.py --json benches/results/processes.json
+	$(PY) benches/hit_ratio.py --json benches/results/hit-ratio-gil.json
+	env -u PYTHON_GIL $(PY_FT) benches/hit_ratio.py --json benches/results/hit-ratio-free-threaded.json
+	$(PY) benches/memory.py --json benches/results/memory.json
+	$(MAKE) bench-rust
+	$(PY) benches/report.py
+
+# Criterion microbenchmarks of the stores without Python (benches/stores.rs); results in
+# target/criterion/. CRITERION_ARGS= (empty) runs criterion's longer default sampling.
+CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
+.PHONY: bench-rust
+bench-rust:
+	cargo bench --no-default-features --bench stores -- $(CRITERION_ARGS)
 
 # Release wheels for CPython 3.11 and free-threaded 3.13t, into dist/.
 wheels: $(STAMP) $(STAMP_FT)

@@ -8,7 +8,7 @@
 mod imp {
     pub use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
     pub use portable_atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
-    pub use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
     /// A pause inside a spin loop.
     #[inline]
@@ -50,7 +50,7 @@ mod imp {
 mod imp {
     pub use loom::cell::UnsafeCell;
     pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
-    pub use loom::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use loom::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
     /// A pause inside a spin loop (a scheduling point under loom).
     #[inline]
@@ -70,7 +70,9 @@ mod imp {
     pub use shuttle::sync::atomic::{
         fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
     };
-    pub use shuttle::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use shuttle::sync::{
+        Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    };
 
     /// A pause inside a spin loop (a scheduling point under shuttle).
     #[inline]

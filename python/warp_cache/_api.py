@@ -118,11 +118,91 @@ def _validate(
     return settings
 
 
-async def _fill(cached: Any, key: object, coro: Any) -> Any:
-    """Awaits a missed coroutine and caches its result (exceptions are not cached)."""
+# Single-flight for async functions, per event loop: the first task missing a key leads a
+# flight (awaits the coroutine, stores, resolves a future); tasks of the same loop missing an
+# equal key meanwhile await that future instead of their own coroutine, which they close
+# unstarted. Tasks of another loop never see it: the loop is part of the flight's name.
+_RETRY = object()  # a flight's outcome when its leader stopped without a result to share
+
+
+class _Flight(NamedTuple):
+    future: Any  # asyncio.Future of the leader's loop
+    owner: Any  # the leading task
+
+
+# (id(cached function), event loop, key) -> the flight under way
+_flights: dict[tuple[int, object, object], _Flight] = {}
+# Wait-for graph: a task awaiting a flight -> the task leading it.
+_waiting: dict[object, object] = {}
+
+
+def _would_deadlock(owner: object, task: object) -> bool:
+    """True if `owner` is `task` or (through a chain of waits) waits for it."""
+    for _ in range(len(_waiting) + 1):
+        if owner is task:
+            return True
+        owner = _waiting.get(owner)
+        if owner is None:
+            return False
+    return True  # a cycle not through `task`: never recorded, but do not wait on it
+
+
+async def _compute(cached: Any, key: object, coro: Any) -> Any:
     value = await coro
     cached._store_result(key, value)
     return value
+
+
+async def _fill(cached: Any, key: object, coro: Any) -> Any:
+    """Awaits a missed coroutine and caches its result (exceptions are not cached), or the
+    result of an equal call already under way on this event loop."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # driven by another framework: no single-flight
+        return await _compute(cached, key, coro)
+    task = asyncio.current_task(loop)
+    if task is None:
+        return await _compute(cached, key, coro)
+    name = (id(cached), loop, key)
+    started = False
+    try:
+        while (flight := _flights.get(name)) is not None:
+            if _would_deadlock(flight.owner, task):
+                started = True
+                return await _compute(cached, key, coro)
+            _waiting[task] = flight.owner
+            try:
+                # shield: a cancelled follower must not cancel the leader's future.
+                value = await asyncio.shield(flight.future)
+            finally:
+                del _waiting[task]
+            if value is not _RETRY:
+                cached._served_by_flight()  # a hit: the function did not run for this call
+                return value
+        future = loop.create_future()
+        flight = _Flight(future, task)
+        _flights[name] = flight
+        try:
+            started = True
+            value = await coro
+            cached._store_result(key, value)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marks it retrieved: there may be no follower
+            raise
+        except BaseException:
+            future.set_result(_RETRY)  # cancelled or exiting: a follower takes over
+            raise
+        finally:
+            if _flights.get(name) is flight:
+                del _flights[name]
+        future.set_result(value)
+        return value
+    finally:
+        if not started:
+            coro.close()
 
 
 def _mark_coroutine_function(wrapper: Any, func: Any) -> None:

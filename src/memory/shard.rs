@@ -84,6 +84,7 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
 
     /// Looks `key` up. Candidates that need foreign comparison and have no verdict yet are
     /// appended to `undecided`; the probe result is only final when `undecided` stays empty.
+    #[inline(always)]
     pub(crate) fn probe(
         &self,
         hash: u64,

@@ -96,7 +96,7 @@ where
     }
 
     /// Looks `key` up under a shared lock. `hash` must be well spread (see `spread_hash`).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, hash: u64, key: &K, verdicts: &[Verdict], now: u64) -> Get<K, V> {
         let mut undecided = Vec::new();
         let shard = self.shard_of(hash).read();

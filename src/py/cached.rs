@@ -7,6 +7,7 @@
 //! `functools.update_wrapper` can give it `__name__`, `__doc__`, `__wrapped__` and the rest.
 
 use super::awaitable::ReadyValue;
+use super::flight::{FlightKey, Flights, Lead, Turn};
 use super::memory_backend::MemoryBackend;
 use super::object::{ErrSet, PyObj, PyResult};
 #[cfg(unix)]
@@ -45,6 +46,19 @@ pub trait Backend {
     ) -> PyResult<Self::Key>;
     /// The cached value, counting a hit or a miss.
     fn lookup(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
+    /// Takes back the miss this thread's last lookup counted; false (nothing done) where
+    /// the backend cannot.
+    fn uncount_miss(&self) -> bool;
+    /// Counts the miss this thread's last lookup counted as a hit instead: the call was
+    /// served by another call's flight, without running the function (where the backend
+    /// can; else it stays a miss).
+    fn miss_to_hit(&self);
+    /// A key as the single-flight table compares it.
+    type FlightKey: FlightKey;
+    /// This cache's flights (`crate::py::flight`).
+    fn flights(&self) -> &Flights<Self::FlightKey>;
+    /// The flight key and its hash for a call's key.
+    fn flight_key(&self, key: &Self::Key) -> (Self::FlightKey, u64);
     /// Caches `value` under `key`.
     fn store(&self, key: Self::Key, value: &PyObj) -> PyResult<()>;
     /// The key as an object, to hand to the async fill helper.
@@ -177,15 +191,16 @@ impl CachedObject {
                 ReadyValue::wrap(value)
             };
         }
+        if self.async_fill.is_null() {
+            // SAFETY: forwarded vectorcall arguments, as the caller promises.
+            return unsafe { self.miss(backend, key, args, nargsf, kwnames) };
+        }
         let func = self.func()?;
         // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
         let result =
             unsafe { PyObj::from_owned(ffi::PyObject_Vectorcall(func, args, nargsf, kwnames))? };
-        if self.async_fill.is_null() {
-            backend.store(key, &result)?;
-            return Ok(result);
-        }
-        // A coroutine: `_fill` awaits it and hands the result back through `_store_result`.
+        // A coroutine: `_fill` awaits it (single-flight per event loop) and hands the result
+        // back through `_store_result`.
         let key = backend.key_object(key)?;
         let fill_args = [
             self as *const Self as *mut ffi::PyObject,
@@ -193,6 +208,50 @@ impl CachedObject {
             result.as_ptr(),
         ];
         call_owned(self.async_fill, &fill_args, &[])
+    }
+
+    /// A miss of a plain function, single-flight (`crate::py::flight`): the first call for
+    /// a key leads and calls the function; calls for an equal key meanwhile wait for its
+    /// value or exception. Out of line: the hit path never comes here.
+    ///
+    /// # Safety
+    /// As for [`CachedObject::call`].
+    #[inline(never)]
+    unsafe fn miss<B: Backend>(
+        &self,
+        backend: &B,
+        mut key: B::Key,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
+        let (flight_key, hash) = backend.flight_key(&key);
+        let lead = match backend.flights().take_turn(flight_key, hash)? {
+            Turn::Value(value) => {
+                backend.miss_to_hit();
+                return Ok(value);
+            }
+            Turn::Alone => None,
+            Turn::Lead(lead) if !backend.uncount_miss() => Some(lead),
+            Turn::Lead(lead) => {
+                // An equal flight may have landed (its value stored) between our lookup and
+                // joining, so look again; our miss was just taken back, and this lookup
+                // counts the call's hit or miss.
+                match backend.lookup(&mut key) {
+                    Ok(Some(value)) => return land(Ok(value), Some(lead)),
+                    Ok(None) => Some(lead),
+                    Err(err) => return land(Err(err), Some(lead)),
+                }
+            }
+        };
+        let result = self.func().and_then(|func| {
+            // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
+            unsafe { PyObj::from_owned(ffi::PyObject_Vectorcall(func, args, nargsf, kwnames)) }
+        });
+        land(
+            result.and_then(|value| backend.store(key, &value).map(|()| value)),
+            lead,
+        )
     }
 
     /// `_store_result(key, value)` for one backend.
@@ -208,6 +267,17 @@ impl CachedObject {
         let value = unsafe { PyObj::from_borrowed(value) };
         backend.store(key, &value)
     }
+}
+
+/// Lands the call's flight, if it leads one, with its result: the value, or the exception
+/// (which stays set).
+fn land<K>(result: PyResult<PyObj>, lead: Option<Lead<'_, K>>) -> PyResult<PyObj> {
+    match (&result, lead) {
+        (Ok(value), Some(lead)) => lead.succeed(value),
+        (Err(ErrSet), Some(lead)) => lead.fail(),
+        (_, None) => {}
+    }
+    result
 }
 
 /// Calls `f(*a, *b)`.
@@ -329,6 +399,25 @@ unsafe extern "C" fn store_result(
             Core::Memory(backend) => this.store_result_with(backend, key, value)?,
             #[cfg(unix)]
             Core::Shared(backend) => this.store_result_with(backend, key, value)?,
+        }
+        // SAFETY: None is always valid.
+        Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
+    })
+}
+
+/// `_served_by_flight()`: an async call got its value from another task's flight, so its
+/// miss counts as a hit (`Backend::miss_to_hit`).
+unsafe extern "C" fn served_by_flight(
+    slf: *mut ffi::PyObject,
+    _: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: method of our type.
+    let this = unsafe { this(slf) };
+    to_c(|| {
+        match this.core()? {
+            Core::Memory(backend) => backend.miss_to_hit(),
+            #[cfg(unix)]
+            Core::Shared(backend) => backend.miss_to_hit(),
         }
         // SAFETY: None is always valid.
         Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
@@ -491,6 +580,11 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             c"_store_result",
             Meth::Fast(store_result),
             c"Internal: cache an awaited result.",
+        ),
+        method(
+            c"_served_by_flight",
+            Meth::NoArgs(served_by_flight),
+            c"Internal: count this thread's last miss as a hit.",
         ),
         method(c"__reduce__", Meth::NoArgs(reduce), c"Pickle by reference."),
         method(

@@ -26,6 +26,15 @@ mod imp {
         pub fn miss(&self) {
             self.misses.set(self.misses.get() + 1);
         }
+        /// Takes back a miss (never below zero: a `cache_clear` may have come between).
+        pub fn uncount_miss(&self) {
+            self.misses.set(self.misses.get().saturating_sub(1));
+        }
+        /// Turns a counted miss into a hit.
+        pub fn miss_to_hit(&self) {
+            self.uncount_miss();
+            self.hit();
+        }
         pub fn read(&self) -> (u64, u64) {
             (self.hits.get(), self.misses.get())
         }
@@ -74,6 +83,18 @@ mod imp {
         #[inline]
         pub fn miss(&self) {
             self.stripes[stripe()][1].fetch_add(1, Ordering::Relaxed);
+        }
+        /// Takes back a miss this thread counted (never below zero: a `cache_clear` may
+        /// have come between).
+        pub fn uncount_miss(&self) {
+            let _ =
+                self.stripes[stripe()][1]
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        /// Turns a miss this thread counted into a hit.
+        pub fn miss_to_hit(&self) {
+            self.uncount_miss();
+            self.hit();
         }
         pub fn read(&self) -> (u64, u64) {
             self.stripes.iter().fold((0, 0), |(h, m), s| {

@@ -6,6 +6,7 @@
 //! scalar fast path cannot collide with a tuple key because none of those types ever
 //! compares equal to a tuple.
 
+use super::flight::FlightKey;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::memory::CacheKey;
 use pyo3::ffi;
@@ -62,6 +63,20 @@ impl CacheKey for PyKey {
             unsafe { ffi::PyErr_Clear() };
         }
         Some(r == 1)
+    }
+}
+
+impl FlightKey for PyKey {
+    fn quick_eq(&self, other: &Self) -> Option<bool> {
+        CacheKey::quick_eq(self, other)
+    }
+
+    fn foreign_eq(&self, other: &Self) -> PyResult<bool> {
+        // SAFETY: both keys are valid objects we hold references to; this may run Python code.
+        match unsafe { ffi::PyObject_RichCompareBool(self.as_ptr(), other.as_ptr(), ffi::Py_EQ) } {
+            r if r < 0 => Err(ErrSet),
+            r => Ok(r == 1),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::cached::{call_owned, Backend};
 use super::counters::Counters;
+use super::flight::Flights;
 use super::key::{CallKey, PyKey};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
@@ -38,6 +39,7 @@ pub struct MemoryBackend {
     store: MemoryStore,
     ttl_nanos: Option<u64>,
     counters: Counters,
+    flights: Flights<PyKey>,
 }
 
 /// A memory-backend key: the key object, its hash, and equality verdicts already reached.
@@ -54,6 +56,7 @@ impl MemoryBackend {
             store: Store::new(max_size, shard_count(max_size)),
             ttl_nanos,
             counters: Counters::default(),
+            flights: Flights::default(),
         }
     }
 
@@ -93,8 +96,9 @@ impl Backend for MemoryBackend {
         })
     }
 
-    /// Probes until decided, comparing foreign keys outside every lock.
-    #[inline]
+    /// Probes until decided, comparing foreign keys outside every lock. Always inlined:
+    /// the hit path and a flight leader's second look each get their own copy.
+    #[inline(always)]
     fn lookup(&self, key: &mut MemoryKey) -> PyResult<Option<PyObj>> {
         let now = self.now();
         for _ in 0..COMPARE_ROUNDS {
@@ -114,6 +118,25 @@ impl Backend for MemoryBackend {
         }
         self.counters.miss();
         Ok(None)
+    }
+
+    fn uncount_miss(&self) -> bool {
+        self.counters.uncount_miss();
+        true
+    }
+
+    fn miss_to_hit(&self) {
+        self.counters.miss_to_hit();
+    }
+
+    type FlightKey = PyKey;
+
+    fn flights(&self) -> &Flights<PyKey> {
+        &self.flights
+    }
+
+    fn flight_key(&self, key: &MemoryKey) -> (PyKey, u64) {
+        (key.key.probe().clone(), key.hash)
     }
 
     fn store(&self, key: MemoryKey, value: &PyObj) -> PyResult<()> {

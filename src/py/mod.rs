@@ -7,6 +7,7 @@ mod cached;
 #[cfg(unix)]
 mod convert;
 mod counters;
+mod flight;
 #[cfg(not(Py_GIL_DISABLED))]
 mod gil_lock;
 mod key;

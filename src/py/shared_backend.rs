@@ -4,17 +4,23 @@
 use super::buffers::PooledBuf;
 use super::cached::{raise, Backend, Exc};
 use super::convert::Pickler;
+use super::flight::Flights;
 use super::memory_backend::info_tuple;
 use super::object::{PyObj, PyResult};
 use crate::clock;
 use crate::shared::{InsertOutcome, SharedStore};
 use pyo3::ffi;
 
+/// Hashes flight keys (this process only, so any fixed seeds do).
+static FLIGHT_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(1, 2, 3, 4);
+
 /// Cross-process entries; counters live in the file, shared by every process.
 pub struct SharedBackend {
     store: SharedStore,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
+    /// Single-flight among this process's threads (other processes compute on their own).
+    flights: Flights<Vec<u8>>,
 }
 
 impl SharedBackend {
@@ -24,6 +30,7 @@ impl SharedBackend {
             store,
             pickler,
             ttl_nanos,
+            flights: Flights::default(),
         }
     }
 
@@ -76,6 +83,26 @@ impl Backend for SharedBackend {
                 Ok(None)
             }
         }
+    }
+
+    /// The counters live in the shared file, which offers no way back: a new leader does
+    /// not look again, so a flight landing between a call's lookup and its joining is
+    /// computed twice (cached once).
+    fn uncount_miss(&self) -> bool {
+        false
+    }
+
+    fn miss_to_hit(&self) {}
+
+    type FlightKey = Vec<u8>;
+
+    fn flights(&self) -> &Flights<Vec<u8>> {
+        &self.flights
+    }
+
+    fn flight_key(&self, key: &PooledBuf) -> (Vec<u8>, u64) {
+        let bytes = key.bytes();
+        (bytes.to_vec(), FLIGHT_HASHER.hash_one(bytes))
     }
 
     fn store(&self, key: PooledBuf, value: &PyObj) -> PyResult<()> {
