@@ -71,6 +71,8 @@ test-python: $(BUILT)
 
 # The whole suite again with the GIL really off (test_typing is a static check: 3.11 only).
 test-ft: $(BUILT_FT)
+	PYO3_PYTHON=$(abspath $(PY_FT)) CARGO_TARGET_DIR=target/ft-clippy \
+		cargo clippy --lib -- -D warnings
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 

@@ -6,7 +6,7 @@ thread finishes. Rounds are interleaved across contenders and thread counts; med
 reported, with ratios measured in this same run. A control gives each thread a private
 warp_cache (nothing shared): it shows how far this machine scales to 2 threads at all.
 
-    python benches/threads.py [--quick] [--rounds 9] [--calls 100000] [--json FILE]
+    python benches/threads.py [--quick] [--rounds 9] [--calls 1000000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~20x smaller, for development")
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--calls", type=int, default=100_000)
+    # Long enough per round (tens of ms) that thread start-up does not blur the scaling.
+    parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--write", help="also write the Markdown report to this file")
     args = parser.parse_args()
