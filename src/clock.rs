@@ -28,6 +28,17 @@ pub fn monotonic_nanos() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
+/// The time to compare deadlines with: the clock with a TTL; without one every deadline is
+/// "never", so the clock is not read at all (it would cost every hit a clock read).
+#[inline]
+pub fn now_for(ttl_nanos: Option<u64>) -> u64 {
+    if ttl_nanos.is_some() {
+        monotonic_nanos()
+    } else {
+        0
+    }
+}
+
 /// The deadline `ttl_nanos` after `now`, or `u64::MAX` (never) without a TTL.
 pub fn deadline(now: u64, ttl_nanos: Option<u64>) -> u64 {
     ttl_nanos.map_or(u64::MAX, |ttl| now.saturating_add(ttl))

@@ -27,6 +27,23 @@ pub enum Core {
     Shared(SharedBackend),
 }
 
+/// Evaluates `$body` with `$b` bound to whichever backend `$core` holds.
+macro_rules! with_backend {
+    ($core:expr, $b:ident => $body:expr) => {
+        match $core {
+            Core::Memory($b) => $body,
+            #[cfg(unix)]
+            Core::Shared($b) => $body,
+        }
+    };
+}
+
+/// A new reference to `None`, the result of the methods that return nothing.
+fn none() -> PyResult<PyObj> {
+    // SAFETY: None is always a valid object.
+    Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
+}
+
 /// What a backend does for one call; the call sequence itself is shared
 /// ([`CachedObject::call_with`]).
 pub trait Backend {
@@ -163,13 +180,7 @@ impl CachedObject {
         kwnames: *mut ffi::PyObject,
     ) -> PyResult<PyObj> {
         // SAFETY: forwarded vectorcall arguments, as the caller promises.
-        unsafe {
-            match self.core()? {
-                Core::Memory(backend) => self.call_with(backend, args, nargsf, kwnames),
-                #[cfg(unix)]
-                Core::Shared(backend) => self.call_with(backend, args, nargsf, kwnames),
-            }
-        }
+        unsafe { with_backend!(self.core()?, b => self.call_with(b, args, nargsf, kwnames)) }
     }
 
     /// # Safety
@@ -400,11 +411,7 @@ unsafe extern "C" fn cache_info(
 ) -> *mut ffi::PyObject {
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
-    to_c(|| match this.core()? {
-        Core::Memory(backend) => backend.info(this.info_type),
-        #[cfg(unix)]
-        Core::Shared(backend) => backend.info(this.info_type),
-    })
+    to_c(|| with_backend!(this.core()?, b => b.info(this.info_type)))
 }
 
 unsafe extern "C" fn cache_clear(
@@ -414,13 +421,8 @@ unsafe extern "C" fn cache_clear(
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
     to_c(|| {
-        match this.core()? {
-            Core::Memory(backend) => backend.clear()?,
-            #[cfg(unix)]
-            Core::Shared(backend) => backend.clear()?,
-        }
-        // SAFETY: None is always valid.
-        Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
+        with_backend!(this.core()?, b => b.clear())?;
+        none()
     })
 }
 
@@ -438,13 +440,8 @@ unsafe extern "C" fn store_result(
         }
         // SAFETY: two arguments, as just checked.
         let (key, value) = unsafe { (*args, *args.add(1)) };
-        match this.core()? {
-            Core::Memory(backend) => this.store_result_with(backend, key, value)?,
-            #[cfg(unix)]
-            Core::Shared(backend) => this.store_result_with(backend, key, value)?,
-        }
-        // SAFETY: None is always valid.
-        Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
+        with_backend!(this.core()?, b => this.store_result_with(b, key, value))?;
+        none()
     })
 }
 
@@ -457,13 +454,8 @@ unsafe extern "C" fn served_by_flight(
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
     to_c(|| {
-        match this.core()? {
-            Core::Memory(backend) => backend.miss_to_hit(),
-            #[cfg(unix)]
-            Core::Shared(backend) => backend.miss_to_hit(),
-        }
-        // SAFETY: None is always valid.
-        Ok(unsafe { PyObj::from_borrowed(ffi::Py_None()) })
+        with_backend!(this.core()?, b => b.miss_to_hit());
+        none()
     })
 }
 

@@ -62,11 +62,7 @@ impl MemoryBackend {
 
     #[inline]
     fn now(&self) -> u64 {
-        if self.ttl_nanos.is_some() {
-            clock::monotonic_nanos()
-        } else {
-            0
-        }
+        clock::now_for(self.ttl_nanos)
     }
 
     /// Every stored key and value not being written right now (GC traversal).

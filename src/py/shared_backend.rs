@@ -36,12 +36,7 @@ impl SharedBackend {
 
     #[inline]
     fn now(&self) -> u64 {
-        // Without a TTL every deadline is "never", so the clock need not be read.
-        if self.ttl_nanos.is_some() {
-            clock::monotonic_nanos()
-        } else {
-            0
-        }
+        clock::now_for(self.ttl_nanos)
     }
 
     /// Stores encoded bytes with this cache's TTL.
