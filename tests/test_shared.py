@@ -257,3 +257,25 @@ def test_windows_refuses_the_shared_backend(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     with pytest.raises(RuntimeError, match="Windows"):
         cache(backend="shared")
+
+
+def test_spawned_pool_workers_share_with_the_main_script(tmp_path):
+    # Spawn re-runs the script as __mp_main__: it must still be the same function's cache.
+    script = tmp_path / "spawner.py"
+    script.write_text(
+        "import multiprocessing, os\n"
+        "from warp_cache import cache\n"
+        "@cache(backend='shared')\n"
+        "def whose(x):\n"
+        "    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    whose.cache_clear()\n"
+        "    with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+        "        worker = pool.apply(whose, (7,))\n"
+        "    print(worker != os.getpid(), whose(7) == worker)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"], "the main script did not see the worker's entry"

@@ -223,6 +223,9 @@ _pickle_dumps = functools.partial(pickle.dumps, protocol=5)
 
 def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
     module = getattr(func, "__module__", None) or type(func).__module__
+    if module == "__mp_main__":
+        # multiprocessing's spawn re-imports the main script under this name: same function.
+        module = "__main__"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
     return _warp_cache.make_shared_cache(
         func,

@@ -41,9 +41,13 @@ def code_digest(code: types.CodeType) -> bytes:
     return h.digest()
 
 
-def _main_script() -> str:
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
+def _main_script(code: types.CodeType | None) -> str:
+    """The script a ``__main__`` function comes from. Its code's file name, when it has one:
+    multiprocessing's spawn runs the script again as ``__mp_main__``, with ``sys.modules``
+    not yet pointing at it while the script's decorators run."""
+    path = code.co_filename if code is not None else None
+    if not path or path.startswith("<"):
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
     return os.path.abspath(path) if path else "<interactive>"
 
 
@@ -52,10 +56,12 @@ def fingerprint(func: Any) -> int:
     h = hashlib.blake2b(digest_size=8)
     target = getattr(func, "__func__", func)  # bound methods
     code = getattr(target, "__code__", None)
-    if isinstance(code, types.CodeType):
+    if not isinstance(code, types.CodeType):
+        code = None
+    if code is not None:
         h.update(code_digest(code))
     else:
         h.update(f"{type(func).__module__}.{type(func).__qualname__}".encode())
-    if getattr(func, "__module__", None) == "__main__":
-        h.update(_main_script().encode())
+    if getattr(func, "__module__", None) in ("__main__", "__mp_main__"):
+        h.update(_main_script(code).encode())
     return int.from_bytes(h.digest(), "little")
