@@ -200,20 +200,20 @@ impl SieveQueue for SieveList {
     }
 }
 
+/// Test helpers shared by every store's tests: the textbook SIEVE model and a tiny
+/// deterministic generator (tests need no extra crates).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
+pub(crate) mod reference {
     /// The textbook SIEVE on a `Vec` ordered oldest first: slow and obviously right.
-    struct ReferenceSieve {
+    pub(crate) struct ReferenceSieve {
         capacity: usize,
-        queue: Vec<(u64, bool)>,
+        /// Keys with their visited bits, oldest first.
+        pub(crate) queue: Vec<(u64, bool)>,
         hand: Option<usize>,
     }
 
     impl ReferenceSieve {
-        fn new(capacity: usize) -> Self {
+        pub(crate) fn new(capacity: usize) -> Self {
             Self {
                 capacity,
                 queue: Vec::new(),
@@ -221,8 +221,8 @@ mod tests {
             }
         }
 
-        /// Returns true on a hit.
-        fn access(&mut self, key: u64) -> bool {
+        /// Returns true on a hit; a miss inserts `key`, evicting first when full.
+        pub(crate) fn access(&mut self, key: u64) -> bool {
             if let Some(entry) = self.queue.iter_mut().find(|(k, _)| *k == key) {
                 entry.1 = true;
                 return true;
@@ -234,16 +234,27 @@ mod tests {
                     at = (at + 1) % self.queue.len();
                 }
                 self.queue.remove(at);
-                self.hand = if at < self.queue.len() {
-                    Some(at)
-                } else {
-                    None
-                };
+                self.hand = (at < self.queue.len()).then_some(at);
             }
             self.queue.push((key, false));
             false
         }
     }
+
+    /// xorshift64: a small deterministic generator.
+    pub(crate) fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::{xorshift, ReferenceSieve};
+    use super::*;
+    use std::collections::HashMap;
 
     /// The crate's policy driven the way a store drives it.
     struct PolicySieve {
@@ -291,14 +302,6 @@ mod tests {
             self.list.push_newest(slot);
             false
         }
-    }
-
-    /// A small deterministic generator: tests need no extra crates.
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use super::layout::{lock_word, Layout, LOCK_WORDS};
 use super::region::Mapping;
-use super::tests::{params, xorshift, TestOwner};
+use super::tests::{params, TestOwner};
 use super::*;
+use crate::sieve::reference::xorshift;
 use crate::sync::Ordering;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};

@@ -2,6 +2,8 @@
 
 use super::layout::{header, lock_word, Layout};
 use super::*;
+use crate::sieve::reference::xorshift;
+use crate::sieve::reference::ReferenceSieve;
 use crate::sync::Ordering;
 
 /// A lock owner for tests: a fixed id and a fixed set of dead ids.
@@ -64,14 +66,6 @@ fn put(region: &HeapRegion, key: &[u8], value: &[u8], now: u64, expires_at: u64)
         .engine()
         .insert(key, value, now, expires_at, &TestOwner::new(1))
         .expect("never stale")
-}
-
-/// A small deterministic generator: tests need no extra crates.
-pub(super) fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }
 
 #[test]
@@ -181,33 +175,6 @@ fn expired_entries_get_no_second_chance() {
     r.check_invariants();
 }
 
-/// The textbook SIEVE on a `Vec` ordered oldest first: slow and obviously right.
-struct ReferenceSieve {
-    capacity: usize,
-    queue: Vec<(u64, bool)>,
-    hand: Option<usize>,
-}
-
-impl ReferenceSieve {
-    fn access(&mut self, key: u64) -> bool {
-        if let Some(entry) = self.queue.iter_mut().find(|(k, _)| *k == key) {
-            entry.1 = true;
-            return true;
-        }
-        if self.queue.len() == self.capacity {
-            let mut at = self.hand.unwrap_or(0);
-            while self.queue[at].1 {
-                self.queue[at].1 = false;
-                at = (at + 1) % self.queue.len();
-            }
-            self.queue.remove(at);
-            self.hand = (at < self.queue.len()).then_some(at);
-        }
-        self.queue.push((key, false));
-        false
-    }
-}
-
 #[test]
 fn eviction_is_exact_sieve_on_random_traces() {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -215,11 +182,7 @@ fn eviction_is_exact_sieve_on_random_traces() {
         let capacity = 1 + (trace % 9) as u32;
         let universe = 1 + xorshift(&mut seed) % 24;
         let r = region(capacity);
-        let mut reference = ReferenceSieve {
-            capacity: capacity as usize,
-            queue: Vec::new(),
-            hand: None,
-        };
+        let mut reference = ReferenceSieve::new(capacity as usize);
         for step in 0..300 {
             let key = (xorshift(&mut seed) % universe).min(xorshift(&mut seed) % universe);
             let bytes = key.to_le_bytes();
