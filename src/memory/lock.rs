@@ -2,7 +2,6 @@
 //! seam on free-threaded builds and in models; the Python layer supplies a GIL-backed cell
 //! on GIL builds, where the interpreter lock already serializes every access.
 
-use crate::sync::RwLock;
 use std::ops::{Deref, DerefMut};
 
 /// Shared access to a shard.
@@ -37,65 +36,45 @@ pub trait ShardLock<T> {
     fn try_read(&self) -> Option<Self::Read<'_>>;
 }
 
-impl<T> ShardLock<T> for RwLock<T> {
-    type Read<'a>
-        = crate::sync::RwLockReadGuard<'a, T>
-    where
-        T: 'a;
-    type Write<'a>
-        = crate::sync::RwLockWriteGuard<'a, T>
-    where
-        T: 'a;
+/// Implements [`ShardLock`] for a std-style lock (`read`/`write`/`try_read` returning
+/// poisonable results). A panic while a guard is held leaves the shard consistent (every
+/// mutation is completed before anything that can panic), so poisoning carries no meaning.
+macro_rules! impl_shard_lock {
+    ($lock:ident, $read:ident, $write:ident) => {
+        impl<T> ShardLock<T> for crate::sync::$lock<T> {
+            type Read<'a>
+                = crate::sync::$read<'a, T>
+            where
+                T: 'a;
+            type Write<'a>
+                = crate::sync::$write<'a, T>
+            where
+                T: 'a;
 
-    fn new(value: T) -> Self {
-        RwLock::new(value)
-    }
+            fn new(value: T) -> Self {
+                crate::sync::$lock::new(value)
+            }
 
-    fn read(&self) -> Self::Read<'_> {
-        // A panic while a guard is held leaves the shard consistent (every mutation is
-        // completed before anything that can panic), so poisoning carries no meaning here.
-        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+            fn read(&self) -> Self::Read<'_> {
+                self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+            }
 
-    fn write(&self) -> Self::Write<'_> {
-        self.write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+            fn write(&self) -> Self::Write<'_> {
+                self.write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            }
 
-    fn try_read(&self) -> Option<Self::Read<'_>> {
-        self.try_read().ok()
-    }
+            fn try_read(&self) -> Option<Self::Read<'_>> {
+                self.try_read().ok()
+            }
+        }
+    };
 }
 
-/// A reader-sharded lock: each reading thread locks its own cache-padded shard, so hits from
-/// many threads never write a shared cache line; a writer locks every shard. Free-threaded
-/// builds guard memory-store shards with it. (Models use plain `RwLock`s instead.)
+impl_shard_lock!(RwLock, RwLockReadGuard, RwLockWriteGuard);
+
+// A reader-sharded lock: each reading thread locks its own cache-padded shard, so hits from
+// many threads never write a shared cache line; a writer locks every shard. Free-threaded
+// builds guard memory-store shards with it. (Models use plain `RwLock`s instead.)
 #[cfg(not(any(loom, shuttle)))]
-impl<T> ShardLock<T> for crate::sync::ShardedLock<T> {
-    type Read<'a>
-        = crate::sync::ShardedLockReadGuard<'a, T>
-    where
-        T: 'a;
-    type Write<'a>
-        = crate::sync::ShardedLockWriteGuard<'a, T>
-    where
-        T: 'a;
-
-    fn new(value: T) -> Self {
-        crate::sync::ShardedLock::new(value)
-    }
-
-    fn read(&self) -> Self::Read<'_> {
-        // As for RwLock: shards stay consistent across a panic, poisoning means nothing.
-        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> Self::Write<'_> {
-        self.write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn try_read(&self) -> Option<Self::Read<'_>> {
-        self.try_read().ok()
-    }
-}
+impl_shard_lock!(ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard);
