@@ -427,6 +427,10 @@ unsafe extern "C" fn cache_clear(
 }
 
 /// `_store_result(key, value)`: the async path's way back in once the coroutine finishes.
+///
+/// # Safety
+/// A CPython slot or method of our type: called only on our instances, with arguments as
+/// its calling convention delivers them.
 unsafe extern "C" fn store_result(
     slf: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -447,6 +451,10 @@ unsafe extern "C" fn store_result(
 
 /// `_served_by_flight()`: an async call got its value from another task's flight, so its
 /// miss counts as a hit (`Backend::miss_to_hit`).
+///
+/// # Safety
+/// A CPython slot or method of our type: called only on our instances, with arguments as
+/// its calling convention delivers them.
 unsafe extern "C" fn served_by_flight(
     slf: *mut ffi::PyObject,
     _: *mut ffi::PyObject,
@@ -460,6 +468,10 @@ unsafe extern "C" fn served_by_flight(
 }
 
 /// `__reduce__`: pickle by qualified name, like functions and `lru_cache` wrappers.
+///
+/// # Safety
+/// A CPython slot or method of our type: called only on our instances, with arguments as
+/// its calling convention delivers them.
 unsafe extern "C" fn reduce(slf: *mut ffi::PyObject, _: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: `slf` is valid; attribute lookup may raise, reported by NULL.
     to_c(|| unsafe {
@@ -491,6 +503,11 @@ unsafe extern "C" fn descr_get(
     }
 }
 
+/// `tp_traverse`: visits every reference we own, cached keys and values included.
+///
+/// # Safety
+/// A CPython slot or method of our type: called only on our instances, with arguments as
+/// its calling convention delivers them.
 unsafe extern "C" fn traverse(
     slf: *mut ffi::PyObject,
     visit: ffi::visitproc,
@@ -529,6 +546,11 @@ unsafe extern "C" fn traverse(
     0
 }
 
+/// `tp_clear`: drops the references that can form cycles (cached entries, dict, function).
+///
+/// # Safety
+/// A CPython slot or method of our type: called only on our instances, with arguments as
+/// its calling convention delivers them.
 unsafe extern "C" fn clear(slf: *mut ffi::PyObject) -> c_int {
     // SAFETY: GC calls this on our instances.
     let this = unsafe { &mut *(slf as *mut CachedObject) };
