@@ -12,7 +12,7 @@ mod stores {
     use std::hint::black_box;
     use warp_cache::codec::{decode, encode, Scalar, Value};
     use warp_cache::memory::{spread_hash, Get, Insert, Shard, ShardLock, Store};
-    use warp_cache::shared::{HeapRegion, LockOwner, Params};
+    use warp_cache::shared::{HeapRegion, LockOwner, Params, ValueBuf};
     use warp_cache::sync::{RwLock, ShardedLock};
 
     /// Entries in the hit benchmarks; the Python harness uses the same size.
@@ -151,7 +151,7 @@ mod stores {
         }
         let mut group = c.benchmark_group("shared");
         group.throughput(Throughput::Elements(BATCH));
-        let mut out = Vec::with_capacity(64);
+        let mut out = ValueBuf::new();
         group.bench_function(format!("get hit, {HOT} entries"), |b| {
             b.iter(|| {
                 for i in 0..BATCH {

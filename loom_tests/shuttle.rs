@@ -18,7 +18,7 @@ use shuttle::thread;
 use warp_cache::memory::{Get, Insert, Shard, Store};
 use warp_cache::shared::layout::{header, lock_word, Layout};
 use warp_cache::shared::seqlock::SeqLock;
-use warp_cache::shared::{Engine, HeapRegion, InsertOutcome, LockOwner, Params};
+use warp_cache::shared::{Engine, HeapRegion, InsertOutcome, LockOwner, Params, ValueBuf};
 use warp_cache::sync::{Ordering, RwLock};
 
 pub(crate) use shuttle::sync::Arc;
@@ -59,10 +59,10 @@ fn value_of(key: u8) -> Vec<u8> {
 
 /// Looks `key` up through `engine`, checking any value found.
 fn lookup(engine: &Engine<'_>, key: u8) -> bool {
-    let mut out = Vec::new();
+    let mut out = ValueBuf::new();
     let hit = engine.get(&[key], 0, &mut out).expect("never stale");
     if hit {
-        assert_eq!(out, value_of(key), "wrong value for key {key}");
+        assert_eq!(out.bytes(), value_of(key), "wrong value for key {key}");
     }
     hit
 }

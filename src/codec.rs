@@ -20,7 +20,9 @@
 //! bytes can be compared and hashed directly. The pickle payload is opaque here: the Python
 //! layer pickles and unpickles, this module only frames it.
 
+use crate::inline_buf::ByteSink;
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 
 const TAG_NONE: u8 = 0x00;
 const TAG_FALSE: u8 = 0x01;
@@ -91,7 +93,8 @@ impl std::error::Error for DecodeError {}
 /// # Panics
 /// If a str, bytes or pickle body or a tuple is longer than `u32::MAX`: the shared store
 /// caps sizes far lower, so the caller checks lengths before building such a value.
-pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
+#[inline(always)]
+pub fn encode(value: &Value<'_>, out: &mut (impl ByteSink + ?Sized)) {
     match value {
         Value::Scalar(scalar) => encode_scalar(scalar, out),
         Value::Tuple(items) => {
@@ -105,7 +108,22 @@ pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_scalar(scalar: &Scalar<'_>, out: &mut Vec<u8>) {
+/// Appends `prefix` and then the encoding of the int `n` (what [`encode`] would write after
+/// pushing `prefix`), as one whole 8-byte store and one 2-byte store. A key is hashed and
+/// compared a word at a time right after it is written; a word load that spans several
+/// smaller stores cannot be forwarded from the store buffer and stalls, so the common
+/// one-int key is written in the shape it is read in.
+#[inline(always)]
+pub fn encode_int_after(prefix: u8, n: i64, out: &mut (impl ByteSink + ?Sized)) {
+    let n = n as u64;
+    let first = u64::from(prefix) | u64::from(TAG_INT) << 8 | n << 16;
+    let rest = (n >> 48) as u16;
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&rest.to_le_bytes());
+}
+
+#[inline(always)]
+fn encode_scalar(scalar: &Scalar<'_>, out: &mut (impl ByteSink + ?Sized)) {
     match *scalar {
         Scalar::None => out.push(TAG_NONE),
         Scalar::Bool(false) => out.push(TAG_FALSE),
@@ -123,15 +141,25 @@ fn encode_scalar(scalar: &Scalar<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn push_body(tag: u8, body: &[u8], out: &mut Vec<u8>) {
+fn push_body(tag: u8, body: &[u8], out: &mut (impl ByteSink + ?Sized)) {
     out.push(tag);
     push_len(body.len(), out);
     out.extend_from_slice(body);
 }
 
-fn push_len(len: usize, out: &mut Vec<u8>) {
+fn push_len(len: usize, out: &mut (impl ByteSink + ?Sized)) {
     let len = u32::try_from(len).expect("encoded lengths fit in u32 (callers cap sizes)");
     out.extend_from_slice(&len.to_le_bytes());
+}
+
+/// The int `bytes` encode, if they are exactly an encoded int: the common value decoded
+/// without building a [`Value`] (the same answer [`decode`] gives).
+#[inline(always)]
+pub fn decode_int(bytes: &[u8]) -> Option<i64> {
+    match bytes {
+        [TAG_INT, rest @ ..] => Some(i64::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// Decodes a complete encoding. Never panics; rejects anything [`encode`] would not produce.
@@ -227,10 +255,35 @@ static KEY_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(
     0x082E_FA98_EC4E_6C89,
 );
 
-/// The hash of an encoded key, identical in every process running this build.
+/// The hash of an encoded key, identical in every process running this build: its length,
+/// then its [`words`]. Fed a word at a time because a key is hashed right after it is
+/// written byte by byte: an 8-byte load spanning several smaller stores cannot be forwarded
+/// from the store buffer and stalls, so the tail is read byte by byte instead.
 #[inline]
 pub fn key_hash(bytes: &[u8]) -> u64 {
-    KEY_HASHER.hash_one(bytes)
+    let mut hasher = KEY_HASHER.build_hasher();
+    hasher.write_usize(bytes.len());
+    for word in words(bytes) {
+        hasher.write_u64(word);
+    }
+    hasher.finish()
+}
+
+/// `bytes` as little-endian words, the last one zero-padded (the shared store keeps keys
+/// and values in this form).
+#[inline(always)]
+pub fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let whole = bytes.chunks_exact(8);
+    let tail = whole.remainder();
+    // Built byte by byte: a variable-length copy would be a memcpy call per key.
+    let last = (!tail.is_empty()).then(|| {
+        tail.iter()
+            .enumerate()
+            .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i))
+    });
+    whole
+        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("chunks of eight")))
+        .chain(last)
 }
 
 #[cfg(test)]
@@ -400,6 +453,76 @@ mod tests {
         assert_ne!(
             key_hash(&[TAG_TRUE]),
             key_hash(&[TAG_INT, 1, 0, 0, 0, 0, 0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn decode_int_agrees_with_decode() {
+        let mut inputs: Vec<Vec<u8>> = samples().iter().map(bytes_of).collect();
+        inputs.extend([vec![TAG_INT], vec![TAG_INT; 10], vec![TAG_FLOAT; 9], vec![]]);
+        for bytes in inputs {
+            let general = match decode(&bytes) {
+                Ok(Value::Scalar(Scalar::Int(n))) => Some(n),
+                _ => None,
+            };
+            assert_eq!(decode_int(&bytes), general, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn int_after_prefix_matches_the_general_encoding() {
+        for n in [
+            0,
+            1,
+            -1,
+            255,
+            256,
+            -256,
+            i64::MIN,
+            i64::MAX,
+            0x0102_0304_0506_0708,
+        ] {
+            let mut fast = Vec::new();
+            encode_int_after(7, n, &mut fast);
+            let mut general = vec![7];
+            encode(&Value::Scalar(Scalar::Int(n)), &mut general);
+            assert_eq!(fast, general, "{n}");
+        }
+    }
+
+    /// Every key of up to 2 bytes, and many longer ones that differ in one byte or in
+    /// length, hash differently; the low bits (the table position) spread evenly.
+    #[test]
+    fn key_hash_has_no_collisions_among_short_and_near_keys() {
+        let mut keys: Vec<Vec<u8>> = vec![vec![]];
+        for len in 1..=2usize {
+            for n in 0..1u32 << (8 * len) {
+                keys.push(n.to_le_bytes()[..len].to_vec());
+            }
+        }
+        for len in 3..=64 {
+            for pos in 0..len {
+                for byte in [1u8, 2, 0x10, 0x80, 0xFF] {
+                    let mut key = vec![0u8; len];
+                    key[pos] = byte;
+                    keys.push(key);
+                }
+            }
+        }
+        let mut hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        let mut buckets = [0u32; 64];
+        for h in &hashes {
+            buckets[(h & 63) as usize] += 1;
+        }
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), keys.len(), "a 64-bit collision");
+        let mean = keys.len() as u32 / 64;
+        assert!(
+            buckets
+                .iter()
+                .all(|&b| b > mean * 9 / 10 && b < mean * 11 / 10),
+            "uneven low bits: {buckets:?}"
         );
     }
 }

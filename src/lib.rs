@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod inline_buf;
 pub mod memory;
 pub mod shared;
 pub mod sieve;

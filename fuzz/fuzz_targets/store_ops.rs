@@ -17,7 +17,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
 use warp_cache::memory::{spread_hash, Get, Insert, Shard, Store};
-use warp_cache::shared::{HeapRegion, InsertOutcome, LockOwner, Params};
+use warp_cache::shared::{HeapRegion, InsertOutcome, LockOwner, Params, ValueBuf};
 use warp_cache::sync::RwLock;
 
 type MemStore = Store<u64, u64, RwLock<Shard<u64, u64>>>;
@@ -255,13 +255,17 @@ impl Harness {
 
         let expected = self.shared_model.get(key, now);
         let key_b = key_bytes(key, self.config.max_key);
-        let mut out = Vec::new();
+        let mut out = ValueBuf::new();
         let hit = self
             .shared
             .engine()
             .get(&key_b, now, &mut out)
             .expect("a heap region is never stale");
-        assert_eq!(hit.then_some(out), expected, "shared get {key}");
+        assert_eq!(
+            hit.then(|| out.bytes().to_vec()),
+            expected,
+            "shared get {key}"
+        );
         if expected.is_some() {
             self.hits += 1;
         } else {

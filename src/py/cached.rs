@@ -50,18 +50,19 @@ pub trait Backend {
     /// A call's key, with whatever the lookup learnt that the insert can reuse.
     type Key;
 
-    /// Builds the key of a vectorcall's arguments.
+    /// Builds the key of a vectorcall's arguments and looks it up, counting a hit or a
+    /// miss: the cached value, or the key to compute it under.
     ///
     /// # Safety
     /// The arguments are as the vectorcall protocol delivers them.
-    unsafe fn key(
+    unsafe fn lookup_call(
         &self,
         args: *const *mut ffi::PyObject,
         nargs: usize,
         kwnames: *mut ffi::PyObject,
         kw_mark: *mut ffi::PyObject,
-    ) -> PyResult<Self::Key>;
-    /// The cached value, counting a hit or a miss.
+    ) -> PyResult<Lookup<Self::Key>>;
+    /// Looks a key up again (a flight leader's second look), counting a hit or a miss.
     fn lookup(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
     /// Takes back the miss this thread's last lookup counted; false (nothing done) where
     /// the backend cannot.
@@ -93,6 +94,14 @@ pub trait Backend {
     fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj>;
     /// `cache_clear()`.
     fn clear(&self) -> PyResult<()>;
+}
+
+/// What [`Backend::lookup_call`] found.
+pub enum Lookup<K> {
+    /// The cached value.
+    Hit(PyObj),
+    /// Not cached: the key to compute the value under.
+    Miss(K),
 }
 
 /// The object layout. Pointer fields are owned references, NULL after `tp_clear`.
@@ -196,14 +205,11 @@ impl CachedObject {
         // SAFETY: vectorcall arguments, as the caller promises.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) } as usize;
         // SAFETY: as above.
-        let mut key = unsafe { backend.key(args, nargs, kwnames, self.kw_mark)? };
-        if let Some(value) = backend.lookup(&mut key)? {
-            return if self.async_fill.is_null() {
-                Ok(value)
-            } else {
-                ReadyValue::wrap(value)
-            };
-        }
+        let key = match unsafe { backend.lookup_call(args, nargs, kwnames, self.kw_mark)? } {
+            Lookup::Hit(value) if self.async_fill.is_null() => return Ok(value),
+            Lookup::Hit(value) => return ReadyValue::wrap(value),
+            Lookup::Miss(key) => key,
+        };
         if self.async_fill.is_null() {
             // SAFETY: forwarded vectorcall arguments, as the caller promises.
             return unsafe { self.miss(backend, key, args, nargsf, kwnames) };

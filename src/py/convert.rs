@@ -8,6 +8,7 @@
 use super::key::{keyword_count, keywords_by_name};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::codec::{self, Scalar, Value};
+use crate::inline_buf::ByteSink;
 use pyo3::ffi;
 use std::ptr;
 
@@ -28,6 +29,7 @@ pub struct Pickler {
 ///
 /// # Safety
 /// `obj` is a valid object that outlives the returned value.
+#[inline(always)]
 unsafe fn scalar<'a>(obj: *mut ffi::PyObject) -> Option<Scalar<'a>> {
     // SAFETY: as the caller promises; every call below only reads `obj`.
     unsafe {
@@ -79,7 +81,11 @@ impl Pickler {
     ///
     /// # Safety
     /// `obj` is a valid object.
-    pub unsafe fn encode(&self, obj: *mut ffi::PyObject, out: &mut Vec<u8>) -> PyResult<()> {
+    pub unsafe fn encode(
+        &self,
+        obj: *mut ffi::PyObject,
+        out: &mut (impl ByteSink + ?Sized),
+    ) -> PyResult<()> {
         // SAFETY: `obj` is valid for this whole function.
         unsafe {
             if let Some(s) = scalar(obj) {
@@ -97,7 +103,11 @@ impl Pickler {
         self.encode_pickled(obj, out)
     }
 
-    fn encode_pickled(&self, obj: *mut ffi::PyObject, out: &mut Vec<u8>) -> PyResult<()> {
+    fn encode_pickled(
+        &self,
+        obj: *mut ffi::PyObject,
+        out: &mut (impl ByteSink + ?Sized),
+    ) -> PyResult<()> {
         let args = [obj];
         // SAFETY: `dumps` and `obj` are valid objects.
         let pickled = unsafe {
@@ -137,16 +147,50 @@ impl Pickler {
         Ok(())
     }
 
-    /// The key bytes of a vectorcall's arguments.
+    /// The key bytes of a vectorcall's arguments. One positional scalar (the common case)
+    /// is encoded inline; everything else out of line.
     ///
     /// # Safety
     /// The arguments are as the vectorcall protocol delivers them.
+    #[inline(always)]
     pub unsafe fn encode_key(
         &self,
         args: *const *mut ffi::PyObject,
         nargs: usize,
         kwnames: *mut ffi::PyObject,
-        out: &mut Vec<u8>,
+        out: &mut (impl ByteSink + ?Sized),
+    ) -> PyResult<()> {
+        // SAFETY: kwnames as the protocol delivers it.
+        if nargs == 1 && unsafe { keyword_count(kwnames) } == 0 {
+            // SAFETY: `args` holds one valid object, alive for the whole call.
+            match unsafe { scalar(*args) } {
+                Some(Scalar::Int(n)) => {
+                    codec::encode_int_after(KEY_POSITIONAL, n, out);
+                    return Ok(());
+                }
+                Some(s) => {
+                    out.push(KEY_POSITIONAL);
+                    codec::encode(&Value::Scalar(s), out);
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        // SAFETY: as the caller promises.
+        unsafe { self.encode_key_in_general(args, nargs, kwnames, out) }
+    }
+
+    /// [`Pickler::encode_key`] for any arguments.
+    ///
+    /// # Safety
+    /// As for [`Pickler::encode_key`].
+    #[inline(never)]
+    unsafe fn encode_key_in_general(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        out: &mut (impl ByteSink + ?Sized),
     ) -> PyResult<()> {
         // SAFETY: kwnames as the protocol delivers it.
         let nkw = unsafe { keyword_count(kwnames) };
@@ -161,7 +205,6 @@ impl Pickler {
                     return Ok(());
                 }
             }
-            // SAFETY: as above.
             let items: Vec<_> = (0..nargs).map(arg).collect();
             return self.encode_sequence(&items, out);
         }
@@ -176,7 +219,11 @@ impl Pickler {
     }
 
     /// Encodes `items` as one flat tuple, or pickles them as a tuple.
-    fn encode_sequence(&self, items: &[*mut ffi::PyObject], out: &mut Vec<u8>) -> PyResult<()> {
+    fn encode_sequence(
+        &self,
+        items: &[*mut ffi::PyObject],
+        out: &mut (impl ByteSink + ?Sized),
+    ) -> PyResult<()> {
         // SAFETY: the items are argument objects alive for the whole call.
         if let Some(scalars) = unsafe { scalars(items.iter().copied()) } {
             codec::encode(&Value::Tuple(scalars), out);
@@ -195,7 +242,17 @@ impl Pickler {
     }
 
     /// The object encoded in `bytes`; a decoding failure is a `ValueError`.
+    #[inline(always)]
     pub fn decode(&self, bytes: &[u8]) -> PyResult<PyObj> {
+        if let Some(n) = codec::decode_int(bytes) {
+            return scalar_object(Scalar::Int(n));
+        }
+        self.decode_in_general(bytes)
+    }
+
+    /// [`Pickler::decode`] for any encoding.
+    #[inline(never)]
+    fn decode_in_general(&self, bytes: &[u8]) -> PyResult<PyObj> {
         match codec::decode(bytes) {
             Ok(Value::Scalar(s)) => scalar_object(s),
             Ok(Value::Tuple(items)) => {

@@ -1,6 +1,6 @@
 //! The memory backend behind a cached callable: Python objects in a sharded SIEVE store.
 
-use super::cached::{call_owned, Backend};
+use super::cached::{call_owned, Backend, Lookup};
 use super::counters::Counters;
 use super::flight::Flights;
 use super::key::{CallKey, PyKey};
@@ -71,9 +71,9 @@ impl MemoryBackend {
     }
 }
 
-impl Backend for MemoryBackend {
-    type Key = MemoryKey;
-
+impl MemoryBackend {
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
     #[inline]
     unsafe fn key(
         &self,
@@ -89,6 +89,26 @@ impl Backend for MemoryBackend {
             key,
             hash,
             verdicts: Vec::new(),
+        })
+    }
+}
+
+impl Backend for MemoryBackend {
+    type Key = MemoryKey;
+
+    #[inline(always)]
+    unsafe fn lookup_call(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Lookup<MemoryKey>> {
+        // SAFETY: vectorcall arguments, as the caller promises.
+        let mut key = unsafe { self.key(args, nargs, kwnames, kw_mark)? };
+        Ok(match self.lookup(&mut key)? {
+            Some(value) => Lookup::Hit(value),
+            None => Lookup::Miss(key),
         })
     }
 

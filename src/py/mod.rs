@@ -2,7 +2,6 @@
 
 mod awaitable;
 #[cfg(unix)]
-mod buffers;
 mod cached;
 #[cfg(unix)]
 mod convert;
@@ -88,7 +87,7 @@ fn make_shared_cache(
     loads: Bound<'_, PyAny>,
     directory: Option<std::path::PathBuf>,
 ) -> PyResult<Py<PyAny>> {
-    use crate::shared::{default_dir, file_stem, Params, SharedStore};
+    use crate::shared::{default_dir, file_stem, Params, ProcessOwner};
     let ttl_ns = ttl_nanos(ttl);
     let params = Params {
         capacity: max_size,
@@ -99,7 +98,7 @@ fn make_shared_cache(
     let dir = directory.unwrap_or_else(default_dir);
     let stem = file_stem(module, qualname, fingerprint);
     let store = py
-        .detach(|| SharedStore::open(&dir, &stem, params))
+        .detach(|| shared_backend::Store::open_with_owner(&dir, &stem, params, ProcessOwner))
         .map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
                 "cannot open the shared cache for {module}.{qualname} in {}: {e}",

@@ -1,22 +1,34 @@
 //! The shared backend behind a cached callable: encoded bytes in memory-mapped files that
 //! every process running the same function opens (`crate::shared`).
 
-use super::buffers::PooledBuf;
-use super::cached::{raise, Backend, Exc};
+use super::cached::{raise, Backend, Exc, Lookup};
 use super::convert::Pickler;
 use super::flight::Flights;
 use super::memory_backend::info_tuple;
 use super::object::{PyObj, PyResult};
 use crate::clock;
-use crate::shared::{InsertOutcome, SharedStore};
+use crate::inline_buf::InlineBytes;
+use crate::shared::{Current, InsertOutcome, ProcessOwner, SharedStore, ValueBuf};
 use pyo3::ffi;
 
 /// Hashes flight keys (this process only, so any fixed seeds do).
 static FLIGHT_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(1, 2, 3, 4);
 
+/// Guards this process's mapping of the files. GIL builds: a borrow flag (the interpreter
+/// lock serializes every call, and nothing inside a store operation can release it).
+/// Free-threaded builds: a reader-sharded lock, so hits from many threads never write one
+/// shared cache line.
+#[cfg(not(Py_GIL_DISABLED))]
+pub type MappingGuard = super::gil_lock::GilLock<Current>;
+#[cfg(Py_GIL_DISABLED)]
+pub type MappingGuard = crate::sync::ShardedLock<Current>;
+
+/// The store as this layer opens it.
+pub type Store = SharedStore<ProcessOwner, MappingGuard>;
+
 /// Cross-process entries; counters live in the file, shared by every process.
 pub struct SharedBackend {
-    store: SharedStore,
+    store: Store,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
     /// Single-flight among this process's threads (other processes compute on their own).
@@ -25,7 +37,7 @@ pub struct SharedBackend {
 
 impl SharedBackend {
     /// Wraps an opened store.
-    pub fn new(store: SharedStore, pickler: Pickler, ttl_nanos: Option<u64>) -> Self {
+    pub fn new(store: Store, pickler: Pickler, ttl_nanos: Option<u64>) -> Self {
         Self {
             store,
             pickler,
@@ -47,37 +59,55 @@ impl SharedBackend {
     }
 }
 
-impl Backend for SharedBackend {
-    type Key = PooledBuf;
+/// A key encoded on the stack: keys up to this many bytes never touch the heap on a hit.
+type KeyBuf = InlineBytes<120>;
 
-    unsafe fn key(
-        &self,
-        args: *const *mut ffi::PyObject,
-        nargs: usize,
-        kwnames: *mut ffi::PyObject,
-        _kw_mark: *mut ffi::PyObject,
-    ) -> PyResult<PooledBuf> {
-        let mut key = PooledBuf::for_key();
-        // SAFETY: vectorcall arguments, as the caller promises.
-        unsafe { self.pickler.encode_key(args, nargs, kwnames, key.vec())? };
-        Ok(key)
-    }
-
-    fn lookup(&self, key: &mut PooledBuf) -> PyResult<Option<PyObj>> {
-        let mut value = PooledBuf::for_value();
-        if !self.store.get_into(key.bytes(), self.now(), value.vec()) {
-            return Ok(None);
+impl SharedBackend {
+    /// The value stored under `key`, or `None` on a miss (counted either way).
+    #[inline(always)]
+    fn get(&self, key: &[u8]) -> Option<PyObj> {
+        let mut value = ValueBuf::new();
+        if !self.store.get_into(key, self.now(), &mut value) {
+            return None;
         }
         match self.pickler.decode(value.bytes()) {
-            Ok(value) => Ok(Some(value)),
+            Ok(value) => Some(value),
             Err(_) => {
                 // An entry this process cannot rebuild (say, its class is not importable
                 // here) is a miss: the function computes the value instead.
                 // SAFETY: an exception is set; we are attached.
                 unsafe { ffi::PyErr_Clear() };
-                Ok(None)
+                None
             }
         }
+    }
+}
+
+impl Backend for SharedBackend {
+    type Key = Vec<u8>;
+
+    /// Encodes the key and copies the value into buffers on this frame's stack; only a
+    /// miss copies the key out (before any Python code runs: the function itself may
+    /// call this cache again).
+    #[inline(always)]
+    unsafe fn lookup_call(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        _kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Lookup<Vec<u8>>> {
+        let mut key = KeyBuf::new();
+        // SAFETY: vectorcall arguments, as the caller promises.
+        unsafe { self.pickler.encode_key(args, nargs, kwnames, &mut key)? };
+        Ok(match self.get(key.bytes()) {
+            Some(value) => Lookup::Hit(value),
+            None => Lookup::Miss(key.bytes().to_vec()),
+        })
+    }
+
+    fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
+        Ok(self.get(key))
     }
 
     /// The counters live in the shared file, which offers no way back: a new leader does
@@ -95,26 +125,24 @@ impl Backend for SharedBackend {
         &self.flights
     }
 
-    fn flight_key(&self, key: &PooledBuf) -> (Vec<u8>, u64) {
-        let bytes = key.bytes();
-        (bytes.to_vec(), FLIGHT_HASHER.hash_one(bytes))
+    fn flight_key(&self, key: &Vec<u8>) -> (Vec<u8>, u64) {
+        (key.clone(), FLIGHT_HASHER.hash_one(key))
     }
 
-    fn store(&self, key: PooledBuf, value: &PyObj) -> PyResult<()> {
-        let mut bytes = PooledBuf::for_value();
+    fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
+        let mut bytes = Vec::new();
         // SAFETY: `value` is a valid object.
-        if unsafe { self.pickler.encode(value.as_ptr(), bytes.vec()) }.is_err() {
+        if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
             // A result that cannot be serialized is returned uncached.
             // SAFETY: an exception is set; we are attached.
             unsafe { ffi::PyErr_Clear() };
             return Ok(());
         }
-        self.insert(key.bytes(), bytes.bytes());
+        self.insert(&key, &bytes);
         Ok(())
     }
 
-    fn key_object(&self, key: PooledBuf) -> PyResult<PyObj> {
-        let key = key.bytes();
+    fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {
         // SAFETY: copies `key` into a new bytes object.
         unsafe {
             PyObj::from_owned(ffi::PyBytes_FromStringAndSize(
@@ -128,19 +156,14 @@ impl Backend for SharedBackend {
         &self,
         obj: *mut ffi::PyObject,
         _kw_mark: *mut ffi::PyObject,
-    ) -> PyResult<PooledBuf> {
+    ) -> PyResult<Vec<u8>> {
         // SAFETY: `obj` is valid, as the caller promises; only bytes are accepted.
         unsafe {
             if ffi::PyBytes_Check(obj) == 0 {
                 return Err(raise(Exc::Type, c"shared cache keys are bytes"));
             }
             let data = ffi::PyBytes_AsString(obj) as *const u8;
-            let mut key = PooledBuf::for_key();
-            key.vec().extend_from_slice(std::slice::from_raw_parts(
-                data,
-                ffi::PyBytes_Size(obj) as usize,
-            ));
-            Ok(key)
+            Ok(std::slice::from_raw_parts(data, ffi::PyBytes_Size(obj) as usize).to_vec())
         }
     }
 

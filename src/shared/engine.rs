@@ -12,6 +12,7 @@ use super::layout::{
 };
 use super::seqlock::{LockOwner, SeqLock};
 use super::table::{Corrupt, Table};
+use super::ValueBuf;
 use crate::codec::key_hash;
 use crate::sieve::SieveQueue;
 use crate::sync::{AtomicU64, Ordering};
@@ -77,6 +78,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Whether these regions are still the cache's current files.
+    #[inline(always)]
     pub fn is_current(&self) -> bool {
         let lock = |i: usize| self.lock[i].load(Ordering::Acquire);
         let data = |i: usize| self.table.header(i).load(Ordering::Acquire);
@@ -93,7 +95,8 @@ impl<'a> Engine<'a> {
 
     /// Looks `key` up at time `now`; on a hit the value is left in `out`. Counts the hit or
     /// miss. Gives up (a miss) if writers keep the region busy.
-    pub fn get(&self, key: &[u8], now: u64, out: &mut Vec<u8>) -> Result<bool, Stale> {
+    #[inline]
+    pub fn get(&self, key: &[u8], now: u64, out: &mut ValueBuf) -> Result<bool, Stale> {
         if !self.is_current() {
             return Err(Stale);
         }
@@ -103,11 +106,7 @@ impl<'a> Engine<'a> {
             let hash = key_hash(key);
             let table = self.table;
             self.seqlock()
-                .read(|| {
-                    table
-                        .find(hash, key)
-                        .filter(|&i| table.read_live(i, key, now, out))
-                })
+                .read(|| table.read(hash, key, now, out))
                 .flatten()
         };
         match hit {
@@ -221,10 +220,9 @@ impl<'a> Engine<'a> {
     ) -> Result<(), Corrupt> {
         let table = self.table;
         if let Some(i) = table.find(hash, key) {
-            let mut current = Vec::new();
-            if !table.read_live(i, key, now, &mut current) {
+            if !table.read_live(i, now, &mut ValueBuf::new()) {
                 // Expired or damaged: the new value takes its place in the queue.
-                table.write_entry(i, hash, key, value, expires_at);
+                table.write_entry(i, key, value, expires_at);
             }
             return Ok(());
         }
@@ -240,11 +238,11 @@ impl<'a> Engine<'a> {
             if victim >= len {
                 return Err(Corrupt);
             }
-            table.table_remove(table.hash_of(victim), victim)?;
+            table.table_remove(table.hash_of(victim)?, victim)?;
             queue.unlink(victim);
             victim
         };
-        table.write_entry(i, hash, key, value, expires_at);
+        table.write_entry(i, key, value, expires_at);
         table.clear_visited(i);
         table.queue().push_newest(i);
         table.table_insert(hash, i)
@@ -318,7 +316,7 @@ impl HeapRegion {
         for pos in 0..layout.table_size() {
             if let (Some(i), tag) = split_entry(load(layout.table_word(pos))) {
                 assert!(i < len, "table names slot {i} beyond len {len}");
-                let hash = load(layout.slot_word(i, slot::HASH));
+                let hash = self.engine().table.hash_of(i).expect("a valid key length");
                 assert_eq!(tag, hash as u32, "slot {i} filed under another hash");
                 in_table.push(i);
             }
@@ -329,11 +327,15 @@ impl HeapRegion {
             (0..len).collect::<Vec<_>>(),
             "every occupied slot in the table once"
         );
-        let key_words = layout.value_field() - slot::KEY;
         let key_of = |i: u32| -> Vec<u64> {
-            (0..key_words)
-                .map(|n| load(layout.slot_word(i, slot::KEY + n)))
-                .chain([load(layout.slot_word(i, slot::LENS)) as u32 as u64])
+            let key_len = load(layout.slot_word(i, slot::LENS)) as u32;
+            assert!(
+                key_len <= layout.params().max_key_size,
+                "slot {i} key too long"
+            );
+            (0..(key_len as usize).div_ceil(8))
+                .map(|n| load(layout.data_word(i, n)))
+                .chain([u64::from(key_len)])
                 .collect()
         };
         let mut keys: Vec<Vec<u64>> = (0..len).map(key_of).collect();

@@ -7,21 +7,33 @@
 //! [`super::seqlock`]).
 //!
 //! **Data file**, in order:
-//! - a header of [`HEADER_WORDS`] words: `MAGIC`, `VERSION`, every parameter (`CAPACITY`,
-//!   `MAX_KEY`, `MAX_VALUE`, `TTL`), the derived sizes (`TABLE_SIZE`, `SLOT_WORDS`,
-//!   `TOTAL_WORDS`), `HASH_PROBE` (the key hash of a fixed string: builds that hash keys
-//!   differently must not share a file), `LOCK_NONCE` and `GENERATION` (which lock file and
-//!   which generation the file belongs to), the live state (`LEN`, SIEVE `HEAD`, `TAIL`,
-//!   `HAND`), and on their own cache line the shared counters (`HITS`, `MISSES`, `OVERSIZE`);
+//! - a header of [`HEADER_WORDS`] words: `MAGIC` and `GENERATION` (the lock file's
+//!   generation this file belongs to; both are checked by every operation, so they share the
+//!   first cache line), `VERSION`, every parameter (`CAPACITY`, `MAX_KEY`, `MAX_VALUE`,
+//!   `TTL`), the derived sizes (`TABLE_SIZE`, `OVERFLOW_WORDS`, `TOTAL_WORDS`), `HASH_PROBE`
+//!   (the key hash of a fixed string: builds that hash keys differently must not share a
+//!   file), `LOCK_NONCE` (which lock file the file belongs to), the live state (`LEN`, SIEVE
+//!   `HEAD`, `TAIL`, `HAND`), and on their own cache line the shared counters (`HITS`,
+//!   `MISSES`, `OVERSIZE`);
 //! - the hash table: `TABLE_SIZE` words (a power of two, at least twice the capacity), linear
 //!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`
 //!   (a damaged word whose low half is 0 counts as empty everywhere).
 //!   Removal is backward-shift deletion, so there are no tombstones and probe chains never
 //!   degrade under churn;
-//! - `CAPACITY` slots of `SLOT_WORDS` words: `LENS` (`value_len << 32 | key_len`), `HASH`,
-//!   `EXPIRES` (CLOCK_MONOTONIC ns, `u64::MAX` = never), `CHECKSUM` (of lengths, hash, expiry,
-//!   key and value), `LINKS` (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none),
-//!   `VISITED`, then the key padded to whole words, then the value padded to whole words.
+//! - `CAPACITY` slot heads of 16 words (two cache lines) side by side: `LENS`
+//!   (`value_len << 32 | key_len`), `EXPIRES` (CLOCK_MONOTONIC ns, `u64::MAX` = never),
+//!   `CHECKSUM` (of lengths, expiry, key and value), `VISITED`, the first 11 data words, and
+//!   last `LINKS` (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none);
+//! - `CAPACITY` overflows of `OVERFLOW_WORDS` words (whole cache lines; none when the largest
+//!   entry fits a head) holding each slot's data words beyond the first 11.
+//!
+//! An entry's data words are its key padded to whole words, then its value padded to whole
+//! words. Keeping the heads dense means a lookup of a small entry touches only its head,
+//! on few pages however large `max_value_size` makes the overflows; up to 32 bytes of key
+//! and value (an int or short str key with an int value) sit in the head's first cache
+//! line with everything a lookup reads. A slot stores no hash: the table word's 32-bit tag
+//! filters probes, keys are compared byte for byte, and an evicting writer rehashes the
+//! victim's key to find its table word.
 //!
 //! Slots `0..LEN` are occupied; a new entry takes slot `LEN` until the slab is full, then the
 //! SIEVE victim's slot. Every process keeps its own [`Layout`], checked against the header
@@ -37,7 +49,7 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
 /// First word of a lock file: `b"WARPLOCK"`.
 pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
 /// Bumped whenever either file format changes; other versions are recreated.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Words in the lock file.
 pub const LOCK_WORDS: usize = 8;
@@ -59,34 +71,38 @@ pub mod lock_word {
     pub const OWNER: usize = 6;
 }
 
+/// Words in a 64-byte cache line.
+const WORDS_PER_LINE: usize = 8;
+
 /// Words before the hash table in the data file.
 pub const HEADER_WORDS: usize = 24;
 /// Word indices in the data file header.
 pub mod header {
     /// [`super::DATA_MAGIC`].
     pub const MAGIC: usize = 0;
+    /// The lock file's `GENERATION` when this file was made (beside `MAGIC`: every
+    /// operation checks both, and they share a cache line).
+    pub const GENERATION: usize = 1;
     /// [`super::FORMAT_VERSION`].
-    pub const VERSION: usize = 1;
+    pub const VERSION: usize = 2;
     /// Slots in the slab (the most entries held).
-    pub const CAPACITY: usize = 2;
+    pub const CAPACITY: usize = 3;
     /// Largest key in bytes.
-    pub const MAX_KEY: usize = 3;
+    pub const MAX_KEY: usize = 4;
     /// Largest value in bytes.
-    pub const MAX_VALUE: usize = 4;
+    pub const MAX_VALUE: usize = 5;
     /// Time to live in ns, `u64::MAX` for none.
-    pub const TTL: usize = 5;
+    pub const TTL: usize = 6;
     /// Words in the hash table.
-    pub const TABLE_SIZE: usize = 6;
-    /// Words per slot.
-    pub const SLOT_WORDS: usize = 7;
+    pub const TABLE_SIZE: usize = 7;
+    /// Words of each slot's overflow.
+    pub const OVERFLOW_WORDS: usize = 8;
     /// Words in the whole file.
-    pub const TOTAL_WORDS: usize = 8;
+    pub const TOTAL_WORDS: usize = 9;
     /// `key_hash` of a fixed string.
-    pub const HASH_PROBE: usize = 9;
+    pub const HASH_PROBE: usize = 10;
     /// `NONCE` of the lock file this data file belongs to.
-    pub const LOCK_NONCE: usize = 10;
-    /// The lock file's `GENERATION` when this file was made.
-    pub const GENERATION: usize = 11;
+    pub const LOCK_NONCE: usize = 11;
     /// Occupied slots.
     pub const LEN: usize = 12;
     /// SIEVE newest slot.
@@ -103,15 +119,20 @@ pub mod header {
     pub const OVERSIZE: usize = 18;
 }
 
-/// Word offsets inside a slot.
+/// Word offsets inside a slot's head (see the module docs).
 pub(crate) mod slot {
     pub const LENS: usize = 0;
-    pub const HASH: usize = 1;
-    pub const EXPIRES: usize = 2;
-    pub const CHECKSUM: usize = 3;
-    pub const LINKS: usize = 4;
-    pub const VISITED: usize = 5;
-    pub const KEY: usize = 6;
+    pub const EXPIRES: usize = 1;
+    pub const CHECKSUM: usize = 2;
+    pub const VISITED: usize = 3;
+    /// The first data word (key words, then value words) kept in the head.
+    pub const DATA: usize = 4;
+    /// SIEVE links: written by writers only, so kept out of the first cache line.
+    pub const LINKS: usize = 15;
+    /// Words in a slot's head: two cache lines.
+    pub const HEAD_WORDS: usize = 16;
+    /// Data words kept in the head; the rest of a larger entry is in the slot's overflow.
+    pub const INLINE_DATA: usize = LINKS - DATA;
 }
 
 /// The parameters a shared cache is created with; a file made with others is recreated.
@@ -144,8 +165,13 @@ impl std::error::Error for TooLarge {}
 pub struct Layout {
     params: Params,
     table_size: usize,
-    key_words: usize,
-    slot_words: usize,
+    /// Data words of the largest entry (longest key, then longest value).
+    data_words: usize,
+    /// Words of each slot's overflow (a whole number of cache lines, maybe none).
+    overflow_words: usize,
+    /// Where the slot heads start, and the overflows.
+    heads: usize,
+    overflows: usize,
     total_words: usize,
 }
 
@@ -170,11 +196,18 @@ impl Layout {
             .max(8)
             .checked_next_power_of_two()
             .ok_or(TooLarge)?;
-        let key_words = words_for(params.max_key_size);
-        let slot_words = slot::KEY + key_words + words_for(params.max_value_size);
+        let data_words = words_for(params.max_key_size) + words_for(params.max_value_size);
+        let overflow_words = data_words
+            .saturating_sub(slot::INLINE_DATA)
+            .next_multiple_of(WORDS_PER_LINE);
+        let heads = HEADER_WORDS + table_size;
+        let overflows = capacity
+            .checked_mul(slot::HEAD_WORDS)
+            .and_then(|all| all.checked_add(heads))
+            .ok_or(TooLarge)?;
         let total_words = capacity
-            .checked_mul(slot_words)
-            .and_then(|slab| slab.checked_add(HEADER_WORDS + table_size))
+            .checked_mul(overflow_words)
+            .and_then(|all| all.checked_add(overflows))
             .ok_or(TooLarge)?;
         // Mappings and slices are limited to isize::MAX bytes.
         if total_words > isize::MAX as usize / 8 {
@@ -183,8 +216,10 @@ impl Layout {
         Ok(Self {
             params,
             table_size,
-            key_words,
-            slot_words,
+            data_words,
+            overflow_words,
+            heads,
+            overflows,
             total_words,
         })
     }
@@ -217,31 +252,46 @@ impl Layout {
         HEADER_WORDS + pos
     }
 
-    /// Index of word `field` of slot `i` (`i < capacity`).
+    /// Index of word `field` of slot `i`'s head (`i < capacity`, `field < HEAD_WORDS`).
     pub(crate) fn slot_word(&self, i: u32, field: usize) -> usize {
-        HEADER_WORDS + self.table_size + i as usize * self.slot_words + field
+        self.heads + i as usize * slot::HEAD_WORDS + field
     }
 
-    /// Offset of the value's first word inside a slot.
-    pub(crate) fn value_field(&self) -> usize {
-        slot::KEY + self.key_words
+    /// Index of data word `n` of slot `i` (`i < capacity`, `n` below the largest entry's
+    /// data words).
+    pub(crate) fn data_word(&self, i: u32, n: usize) -> usize {
+        if n < slot::INLINE_DATA {
+            self.slot_word(i, slot::DATA + n)
+        } else {
+            self.overflow_word(i) + n - slot::INLINE_DATA
+        }
+    }
+
+    /// Index of the first word of slot `i`'s overflow.
+    pub(crate) fn overflow_word(&self, i: u32) -> usize {
+        self.overflows + i as usize * self.overflow_words
+    }
+
+    /// Words in each slot's overflow.
+    pub(crate) fn overflow_words(&self) -> usize {
+        self.overflow_words
     }
 
     /// Header words fixed for the file's life, in index order from `MAGIC`.
-    fn identity(&self, nonce: u64, generation: u64) -> [u64; header::GENERATION + 1] {
+    fn identity(&self, nonce: u64, generation: u64) -> [u64; header::LOCK_NONCE + 1] {
         [
             DATA_MAGIC,
+            generation,
             FORMAT_VERSION,
             u64::from(self.params.capacity),
             u64::from(self.params.max_key_size),
             u64::from(self.params.max_value_size),
             self.params.ttl_ns.unwrap_or(u64::MAX),
             self.table_size as u64,
-            self.slot_words as u64,
+            self.overflow_words as u64,
             self.total_words as u64,
             hash_probe(),
             nonce,
-            generation,
         ]
     }
 
@@ -313,16 +363,29 @@ mod tests {
     fn sizes_and_offsets() {
         let layout = Layout::new(params(5)).unwrap();
         assert_eq!(layout.table_size(), 16);
-        assert_eq!(layout.value_field(), slot::KEY + 2);
-        assert_eq!(layout.slot_words, slot::KEY + 2 + 13);
-        assert_eq!(
-            layout.total_words(),
-            HEADER_WORDS + 16 + 5 * layout.slot_words
-        );
-        assert_eq!(
-            layout.slot_word(4, layout.slot_words - 1),
-            layout.total_words() - 1
-        );
+        // 2 key words + 13 value words: 11 in the head, 4 overflow (rounded to a line).
+        assert_eq!(layout.data_words, 15);
+        assert_eq!(layout.overflow_words(), 8);
+        assert_eq!(layout.slot_word(0, 0), HEADER_WORDS + 16);
+        assert_eq!(layout.data_word(1, 0), HEADER_WORDS + 16 + 16 + slot::DATA);
+        assert_eq!(layout.data_word(1, 10), HEADER_WORDS + 16 + 32 - 2);
+        assert_eq!(layout.data_word(0, 11), HEADER_WORDS + 16 + 5 * 16);
+        assert_eq!(layout.total_words(), HEADER_WORDS + 16 + 5 * (16 + 8));
+        assert_eq!(layout.data_word(4, 14), layout.total_words() - 8 + 3);
+        let small = Layout::new(Params {
+            max_key_size: 16,
+            max_value_size: 64,
+            ..params(5)
+        })
+        .unwrap();
+        assert_eq!(small.overflow_words(), 0, "2 + 8 data words fit the head");
+        let spill = Layout::new(Params {
+            max_key_size: 16,
+            max_value_size: 80,
+            ..params(5)
+        })
+        .unwrap();
+        assert_eq!(spill.overflow_words(), 8, "2 + 10 data words do not");
         assert_eq!(Layout::new(params(0)).unwrap().table_size(), 8);
     }
 
@@ -359,7 +422,7 @@ mod tests {
         assert!(!layout.data_matches(&data, 43, 7));
         assert!(!layout.data_matches(&data, 42, 8));
         assert!(!layout.data_matches(&data[1..], 42, 7));
-        for i in 0..=header::GENERATION {
+        for i in 0..=header::LOCK_NONCE {
             let old = data[i].fetch_xor(1, Ordering::Relaxed);
             assert!(!layout.data_matches(&data, 42, 7), "word {i} not checked");
             data[i].store(old, Ordering::Relaxed);

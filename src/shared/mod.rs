@@ -26,8 +26,12 @@ pub use layout::{Params, TooLarge};
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub use region::{default_dir, file_stem, ProcessOwner};
 pub use seqlock::{LockOwner, Patience};
+
+/// A value copied out of the cache: up to 256 bytes stay in the buffer itself (make it on
+/// the stack), longer values go to the heap.
+pub type ValueBuf = crate::inline_buf::InlineWords<32>;
 #[cfg(all(unix, not(any(loom, shuttle))))]
-pub use store::SharedStore;
+pub use store::{Current, SharedStore};
 
 #[cfg(all(test, unix, not(any(loom, shuttle))))]
 mod file_tests;

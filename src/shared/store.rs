@@ -9,18 +9,30 @@ use super::engine::{Engine, Info, InsertOutcome, Stale};
 use super::layout::{Layout, Params};
 use super::region::{Mapping, ProcessOwner};
 use super::seqlock::LockOwner;
+use super::ValueBuf;
+use crate::memory::ShardLock;
 use crate::sync::RwLock;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The files a store has mapped now, and how many times it has opened files before.
+pub struct Current {
+    mapping: Mapping,
+    opened: u64,
+}
+
 /// A cache shared by every process that opens the same `dir` and stem.
-pub struct SharedStore<O: LockOwner = ProcessOwner> {
+///
+/// `L` guards the process's current mapping: every operation reads it, and a re-open
+/// replaces it. It is a [`ShardLock`], like the memory store's shards, so the Python layer
+/// can use the same GIL-backed cell on GIL builds (where the interpreter lock already
+/// serializes every call, and a hit then takes no lock at all).
+pub struct SharedStore<O: LockOwner = ProcessOwner, L: ShardLock<Current> = RwLock<Current>> {
     dir: PathBuf,
     stem: String,
     layout: Layout,
     owner: O,
-    /// The mapping and how many times this store has opened one.
-    current: RwLock<(Mapping, u64)>,
+    current: L,
 }
 
 impl SharedStore {
@@ -31,8 +43,9 @@ impl SharedStore {
     }
 }
 
-impl<O: LockOwner> SharedStore<O> {
-    /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes).
+impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
+    /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes) and
+    /// mapping guard.
     pub fn open_with_owner(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
         let layout =
             Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -42,7 +55,7 @@ impl<O: LockOwner> SharedStore<O> {
             stem: stem.to_owned(),
             layout,
             owner,
-            current: RwLock::new((mapping, 0)),
+            current: L::new(Current { mapping, opened: 0 }),
         })
     }
 
@@ -54,13 +67,15 @@ impl<O: LockOwner> SharedStore<O> {
     /// The value stored for `key` if live at `now` (monotonic ns, see
     /// [`crate::clock::monotonic_nanos`]). Counts a hit or a miss.
     pub fn get(&self, key: &[u8], now: u64) -> Option<Vec<u8>> {
-        let mut value = Vec::new();
-        self.get_into(key, now, &mut value).then_some(value)
+        let mut value = ValueBuf::new();
+        self.get_into(key, now, &mut value)
+            .then(|| value.bytes().to_vec())
     }
 
-    /// [`SharedStore::get`] into a caller's buffer (reused across calls: no allocation on
-    /// the hit path); true on a hit, with the value in `out`.
-    pub fn get_into(&self, key: &[u8], now: u64, out: &mut Vec<u8>) -> bool {
+    /// [`SharedStore::get`] into a caller's buffer (on its stack: no allocation for values
+    /// up to the buffer's inline size); true on a hit, with the value in `out`.
+    #[inline]
+    pub fn get_into(&self, key: &[u8], now: u64, out: &mut ValueBuf) -> bool {
         self.run(|engine| engine.get(key, now, out))
             .unwrap_or(false)
     }
@@ -87,14 +102,12 @@ impl<O: LockOwner> SharedStore<O> {
     }
 
     /// Runs `op` on the current mapping, re-opening once if it is stale.
+    #[inline(always)]
     fn run<R>(&self, mut op: impl FnMut(&Engine<'_>) -> Result<R, Stale>) -> Option<R> {
         for _ in 0..2 {
             let opened = {
-                let current = self
-                    .current
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let (mapping, opened) = &*current;
+                let current = self.current.read();
+                let mapping = &current.mapping;
                 let engine = Engine::new(
                     &self.layout,
                     mapping.lock_words(),
@@ -103,7 +116,7 @@ impl<O: LockOwner> SharedStore<O> {
                 )?;
                 match op(&engine) {
                     Ok(result) => return Some(result),
-                    Err(Stale) => *opened,
+                    Err(Stale) => current.opened,
                 }
             };
             self.reopen(opened).ok()?;
@@ -113,13 +126,13 @@ impl<O: LockOwner> SharedStore<O> {
 
     /// Replaces the mapping numbered `stale`, unless another thread already has.
     fn reopen(&self, stale: u64) -> io::Result<()> {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.1 == stale {
+        let mut current = self.current.write();
+        if current.opened == stale {
             let mapping = Mapping::open(&self.dir, &self.stem, &self.layout, &self.owner)?;
-            *current = (mapping, stale + 1);
+            *current = Current {
+                mapping,
+                opened: stale + 1,
+            };
         }
         Ok(())
     }

@@ -8,46 +8,109 @@
 //! caller resets the region. Damaged words can thus cost entries, never memory safety, a
 //! panic, or a wrong value (keys are compared byte for byte and values checksummed).
 
-use super::layout::{header, slot, split_entry, table_entry, Layout};
+use super::layout::{header, slot, split_entry, table_entry, Layout, Params};
+use super::ValueBuf;
+use crate::codec::{key_hash, words};
 use crate::sieve::{Ends, Link, SieveQueue, NIL};
 use crate::sync::{AtomicU64, Ordering};
-use std::hash::{BuildHasher, Hasher};
 
 /// The region holds something no correct writer leaves behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Corrupt;
 
-/// The checksum hasher: fixed seeds, different from the key hash's.
-static CHECKSUM: ahash::RandomState = ahash::RandomState::with_seeds(
-    0xC0AC_29B7_C97C_50DD,
-    0x3F84_D5B5_B547_0917,
-    0x9216_D5D9_8979_FB1B,
-    0xD131_0BA6_98DF_B5AC,
-);
+/// A slot's checksum, over its words: lengths, expiry, key words, value words. Each
+/// word is multiplied by a constant off the dependency chain and folded in with a rotation
+/// (so swapped or shifted words change the sum); a final multiply-fold spreads the result.
+/// Against damage, not adversaries: the files are private to their user.
+#[derive(Clone, Copy)]
+struct Checksum(u64);
 
-fn checksum(lens: u64, hash: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
-    let mut h = CHECKSUM.build_hasher();
-    h.write_u64(lens);
-    h.write_u64(hash);
-    h.write_u64(expires);
-    h.write(key);
-    h.write(value);
-    h.finish()
+impl Checksum {
+    const SEED: u64 = 0xC0AC_29B7_C97C_50DD;
+    const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+    const FINISH: u64 = 0xD131_0BA6_98DF_B5AC;
+
+    #[inline(always)]
+    fn new(lens: u64, expires: u64) -> Self {
+        let mut sum = Checksum(Self::SEED);
+        for word in [lens, expires] {
+            sum.add(word);
+        }
+        sum
+    }
+
+    #[inline(always)]
+    fn add(&mut self, word: u64) {
+        self.0 = self.0.rotate_left(29) ^ word.wrapping_mul(Self::SPREAD);
+    }
+
+    #[inline(always)]
+    fn finish(self) -> u64 {
+        let product = u128::from(self.0) * u128::from(Self::FINISH);
+        (product as u64) ^ (product >> 64) as u64
+    }
 }
 
-/// `bytes` as little-endian words, the last one zero-padded.
-fn packed(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    let whole = bytes.chunks_exact(8);
-    let tail = whole.remainder();
-    // Built byte by byte: a variable-length copy would be a memcpy call per key.
-    let last = (!tail.is_empty()).then(|| {
-        tail.iter()
+/// One slot's words: its head and its overflow (see [`super::layout`]).
+#[derive(Clone, Copy)]
+struct SlotWords<'a> {
+    head: &'a [AtomicU64],
+    overflow: &'a [AtomicU64],
+}
+
+impl SlotWords<'_> {
+    #[inline(always)]
+    fn field(&self, field: usize) -> u64 {
+        self.head[field].load(Ordering::Relaxed)
+    }
+
+    /// Data word `n`, or `None` past the slot's end.
+    #[inline(always)]
+    fn data(&self, n: usize) -> Option<u64> {
+        let word = match n.checked_sub(slot::INLINE_DATA) {
+            None => self.head.get(slot::DATA + n),
+            Some(beyond) => self.overflow.get(beyond),
+        };
+        word.map(|w| w.load(Ordering::Relaxed))
+    }
+}
+
+/// Whether `slot` holds `key`. A torn or damaged length can make the
+/// answer wrong (the checksum then rejects the value) but never reads out of bounds.
+#[inline(always)]
+fn holds_key(slot: SlotWords<'_>, key: &[u8]) -> bool {
+    slot.field(slot::LENS) as u32 as usize == key.len()
+        && words(key)
             .enumerate()
-            .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i))
+            .all(|(n, word)| slot.data(n) == Some(word))
+}
+
+/// Copies the value of `slot` into `out`; true when the entry is live at `now` and its
+/// checksum matches. The checksum is computed while copying, over the slot's own key words
+/// (a lookup has already compared them with its key). Lengths are checked against `params`
+/// first, so every data word read lies inside the slot.
+#[inline(always)]
+fn read_live(slot: SlotWords<'_>, params: Params, now: u64, out: &mut ValueBuf) -> bool {
+    let lens = slot.field(slot::LENS);
+    let (key_len, value_len) = (lens as u32 as usize, (lens >> 32) as usize);
+    let expires = slot.field(slot::EXPIRES);
+    if value_len > params.max_value_size as usize
+        || key_len > params.max_key_size as usize
+        || expires <= now
+    {
+        return false;
+    }
+    let mut sum = Checksum::new(lens, expires);
+    let key_words = key_len.div_ceil(8);
+    for n in 0..key_words {
+        sum.add(slot.data(n).unwrap_or_default());
+    }
+    out.fill(value_len, |n| {
+        let word = slot.data(key_words + n).unwrap_or_default();
+        sum.add(word);
+        word
     });
-    whole
-        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("chunks of eight")))
-        .chain(last)
+    sum.finish() == slot.field(slot::CHECKSUM)
 }
 
 /// The data words of one file seen through this process's layout.
@@ -92,65 +155,79 @@ impl<'a> Table<'a> {
 
     /// The slot holding `key`, whose hash is `hash`, if any. `key` must fit `max_key_size`.
     pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let mut pos = hash as usize & self.mask();
-        for _ in 0..self.layout.table_size() {
-            let (found, tag) = split_entry(self.load(self.layout.table_word(pos)));
+        self.probe(hash, key).map(|(i, _)| i)
+    }
+
+    /// The hit path: the slot holding `key` (hash `hash`) if it is live at `now` and its
+    /// checksum matches, with its value copied into `out`. One probe, each slot's words
+    /// bounds-checked once.
+    #[inline(always)]
+    pub(crate) fn read(&self, hash: u64, key: &[u8], now: u64, out: &mut ValueBuf) -> Option<u32> {
+        let (i, slot) = self.probe(hash, key)?;
+        read_live(slot, self.layout.params(), now, out).then_some(i)
+    }
+
+    /// The slot holding `key` and that slot's words.
+    #[inline(always)]
+    fn probe(&self, hash: u64, key: &[u8]) -> Option<(u32, SlotWords<'a>)> {
+        let table_size = self.layout.table_size();
+        let table = &self.words[self.layout.table_word(0)..][..table_size];
+        let mask = table_size - 1;
+        let mut pos = hash as usize & mask;
+        for _ in 0..table_size {
+            let (found, tag) = split_entry(table[pos].load(Ordering::Relaxed));
             let i = found?;
-            if tag == hash as u32 && i < self.layout.capacity() && self.holds_key(i, hash, key) {
-                return Some(i);
+            if tag == hash as u32 && i < self.layout.capacity() {
+                let slot = self.slot(i);
+                if holds_key(slot, key) {
+                    return Some((i, slot));
+                }
             }
-            pos = (pos + 1) & self.mask();
+            pos = (pos + 1) & mask;
         }
         None
     }
 
-    fn holds_key(&self, i: u32, hash: u64, key: &[u8]) -> bool {
-        self.slot_load(i, slot::HASH) == hash
-            && self.slot_load(i, slot::LENS) as u32 as usize == key.len()
-            && packed(key)
-                .enumerate()
-                .all(|(n, word)| self.slot_load(i, slot::KEY + n) == word)
+    /// The words of slot `i` (`i < capacity`).
+    #[inline(always)]
+    fn slot(&self, i: u32) -> SlotWords<'a> {
+        SlotWords {
+            head: &self.words[self.layout.slot_word(i, 0)..][..slot::HEAD_WORDS],
+            overflow: &self.words[self.layout.overflow_word(i)..][..self.layout.overflow_words()],
+        }
     }
 
-    /// Copies the value of slot `i` (found holding `key`) into `out`; true when the entry
-    /// is live at `now` and its checksum matches.
-    pub(crate) fn read_live(&self, i: u32, key: &[u8], now: u64, out: &mut Vec<u8>) -> bool {
-        let lens = self.slot_load(i, slot::LENS);
-        let value_len = (lens >> 32) as usize;
-        let expires = self.slot_load(i, slot::EXPIRES);
-        if value_len > self.layout.params().max_value_size as usize || expires <= now {
-            return false;
-        }
-        out.clear();
-        out.reserve(value_len.next_multiple_of(8));
-        let first = self.layout.value_field();
-        for n in 0..value_len.div_ceil(8) {
-            out.extend_from_slice(&self.slot_load(i, first + n).to_le_bytes());
-        }
-        out.truncate(value_len);
-        let hash = self.slot_load(i, slot::HASH);
-        checksum(lens, hash, expires, key, out) == self.slot_load(i, slot::CHECKSUM)
+    /// Copies the value of slot `i` into `out`; true when the entry is live at `now` and
+    /// its checksum matches.
+    pub(crate) fn read_live(&self, i: u32, now: u64, out: &mut ValueBuf) -> bool {
+        read_live(self.slot(i), self.layout.params(), now, out)
     }
 
     /// Writes a whole entry into slot `i` (not its links or visited bit). Sizes are checked.
-    pub(crate) fn write_entry(&self, i: u32, hash: u64, key: &[u8], value: &[u8], expires: u64) {
+    pub(crate) fn write_entry(&self, i: u32, key: &[u8], value: &[u8], expires: u64) {
         let lens = (value.len() as u64) << 32 | key.len() as u64;
         self.slot_store(i, slot::LENS, lens);
-        self.slot_store(i, slot::HASH, hash);
         self.slot_store(i, slot::EXPIRES, expires);
-        self.slot_store(i, slot::CHECKSUM, checksum(lens, hash, expires, key, value));
-        for (n, word) in packed(key).enumerate() {
-            self.slot_store(i, slot::KEY + n, word);
+        let mut sum = Checksum::new(lens, expires);
+        for (n, word) in words(key).chain(words(value)).enumerate() {
+            sum.add(word);
+            self.store(self.layout.data_word(i, n), word);
         }
-        let first = self.layout.value_field();
-        for (n, word) in packed(value).enumerate() {
-            self.slot_store(i, first + n, word);
-        }
+        self.slot_store(i, slot::CHECKSUM, sum.finish());
     }
 
-    /// The stored hash of slot `i` (`i < capacity`).
-    pub(crate) fn hash_of(&self, i: u32) -> u64 {
-        self.slot_load(i, slot::HASH)
+    /// The hash of the key stored in slot `i` (`i < capacity`), recomputed from its bytes;
+    /// `Corrupt` if its length is impossible.
+    pub(crate) fn hash_of(&self, i: u32) -> Result<u64, Corrupt> {
+        let key_len = self.slot_load(i, slot::LENS) as u32 as usize;
+        if key_len > self.layout.params().max_key_size as usize {
+            return Err(Corrupt);
+        }
+        let mut key: Vec<u8> = (0..key_len.div_ceil(8))
+            .flat_map(|n| self.load(self.layout.data_word(i, n)).to_le_bytes())
+            .collect();
+        key.truncate(key_len);
+        Ok(key_hash(&key))
     }
 
     /// Marks slot `i` visited; writes only when the bit is clear. Racing the hand is
@@ -301,7 +378,7 @@ impl SieveQueue for RegionQueue<'_> {
 mod tests {
     use super::super::layout::Layout;
     use super::super::tests::{params, TestOwner};
-    use super::super::{HeapRegion, InsertOutcome};
+    use super::super::{HeapRegion, InsertOutcome, ValueBuf};
     use crate::codec::key_hash;
     use crate::sync::Ordering;
 
@@ -317,21 +394,26 @@ mod tests {
         let mask = layout.table_size() - 1;
         for key in [&b"k"[..], b"other", b"third"] {
             let home = key_hash(key) as usize & mask;
+            // Damage only empty words: an earlier key may live next door.
             for pos in [home, (home + 1) & mask] {
-                region.data_words()[layout.table_word(pos)]
-                    .store(0xDEAD_BEEF_0000_0000, Ordering::Relaxed);
+                let _ = region.data_words()[layout.table_word(pos)].compare_exchange(
+                    0,
+                    0xDEAD_BEEF_0000_0000,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
             assert_eq!(
                 engine.insert(key, b"v", 0, u64::MAX, &owner),
                 Ok(InsertOutcome::Stored)
             );
-            let mut out = Vec::new();
+            let mut out = ValueBuf::new();
             assert_eq!(
                 engine.get(key, 0, &mut out),
                 Ok(true),
                 "{key:?} unreachable"
             );
-            assert_eq!(out, b"v");
+            assert_eq!(out.bytes(), b"v");
             region.check_invariants();
         }
     }

@@ -53,12 +53,12 @@ fn region(capacity: u32) -> HeapRegion {
 }
 
 fn get(region: &HeapRegion, key: &[u8], now: u64) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = ValueBuf::new();
     region
         .engine()
         .get(key, now, &mut out)
         .expect("heap regions never go stale")
-        .then_some(out)
+        .then(|| out.bytes().to_vec())
 }
 
 fn put(region: &HeapRegion, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
@@ -214,7 +214,8 @@ fn damaged_value_bytes_read_as_a_miss_then_heal() {
     let r = region(4);
     put(&r, b"k", b"value", 0, u64::MAX);
     let layout = Layout::new(params(4)).unwrap();
-    r.data_words()[layout.slot_word(0, layout.value_field())].fetch_xor(1, Ordering::Relaxed);
+    // Key "k" is data word 0, the value starts at data word 1.
+    r.data_words()[layout.data_word(0, 1)].fetch_xor(1, Ordering::Relaxed);
     assert_eq!(get(&r, b"k", 0), None, "checksum mismatch is a miss");
     put(&r, b"k", b"value", 0, u64::MAX);
     assert_eq!(
@@ -275,7 +276,7 @@ fn random_header_and_lock_words_make_the_mapping_stale_not_wrong() {
     let r = region(4);
     put(&r, b"k", b"v", 0, u64::MAX);
     r.data_words()[header::GENERATION].store(99, Ordering::Relaxed);
-    let mut out = Vec::new();
+    let mut out = ValueBuf::new();
     assert_eq!(r.engine().get(b"k", 0, &mut out), Err(Stale));
     assert_eq!(
         r.engine()
@@ -362,12 +363,12 @@ fn threads_on_one_region_never_see_a_wrong_value() {
                     ..TestOwner::new(t + 1)
                 };
                 let mut seed = 0x1234_5678 + t;
-                let mut out = Vec::new();
+                let mut out = ValueBuf::new();
                 for _ in 0..20_000 {
                     let key = xorshift(&mut seed) % 32;
                     let engine = r.engine();
                     if engine.get(&key.to_le_bytes(), 0, &mut out).unwrap() {
-                        assert_eq!(out, expected(key), "key {key}");
+                        assert_eq!(out.bytes(), expected(key), "key {key}");
                     } else {
                         engine
                             .insert(&key.to_le_bytes(), &expected(key), 0, u64::MAX, &owner)
@@ -380,4 +381,40 @@ fn threads_on_one_region_never_see_a_wrong_value() {
     r.check_invariants();
     let info = r.engine().info().unwrap();
     assert_eq!(info.hits + info.misses, 80_000);
+}
+
+/// Entries of every key and value length, small enough for the slot head and large enough
+/// to spill into the overflow, round-trip, and damage to a word in the overflow is caught.
+#[test]
+fn entries_of_every_size_cross_the_head_and_overflow_intact() {
+    let params = Params {
+        capacity: 4,
+        max_key_size: 40,
+        max_value_size: 120,
+        ttl_ns: None,
+    };
+    let layout = Layout::new(params).unwrap();
+    let owner = TestOwner::new(1);
+    for key_len in [1, 7, 8, 9, 40] {
+        for value_len in [0, 1, 8, 63, 64, 65, 119, 120] {
+            let r = HeapRegion::new(params).unwrap();
+            let key: Vec<u8> = (0..key_len).map(|i| i as u8 ^ 0x5A).collect();
+            let value: Vec<u8> = (0..value_len).map(|i| (i * 7) as u8).collect();
+            let engine = r.engine();
+            assert_eq!(
+                engine.insert(&key, &value, 0, u64::MAX, &owner),
+                Ok(InsertOutcome::Stored)
+            );
+            let mut out = ValueBuf::new();
+            assert_eq!(engine.get(&key, 0, &mut out), Ok(true));
+            assert_eq!(out.bytes(), &value[..], "{key_len}/{value_len}");
+            let last = (key_len as usize).div_ceil(8) + (value_len as usize).div_ceil(8) - 1;
+            r.data_words()[layout.data_word(0, last)].fetch_xor(1 << 60, Ordering::Relaxed);
+            assert_eq!(
+                engine.get(&key, 0, &mut out),
+                Ok(false),
+                "damage to data word {last} of {key_len}/{value_len} went unnoticed"
+            );
+        }
+    }
 }
