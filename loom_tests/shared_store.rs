@@ -5,7 +5,7 @@
 use crate::owner::Processes;
 use crate::{model, Arc};
 use loom::thread;
-use warp_cache::shared::{HeapRegion, InsertOutcome, Params};
+use warp_cache::shared::{HeapRegion, InsertOutcome, Params, ValueBuf};
 
 /// Two slots; keys and values of one word each keep every copy short.
 pub(crate) fn tiny_region() -> Arc<HeapRegion> {
@@ -26,10 +26,10 @@ pub(crate) fn value_of(key: &[u8]) -> Vec<u8> {
 
 /// Looks `key` up and checks any value found; true on a hit.
 pub(crate) fn lookup(region: &HeapRegion, key: &[u8]) -> bool {
-    let mut out = Vec::new();
+    let mut out = ValueBuf::new();
     let hit = region.engine().get(key, 0, &mut out).expect("never stale");
     if hit {
-        assert_eq!(out, value_of(key), "wrong value for {key:?}");
+        assert_eq!(out.bytes(), value_of(key), "wrong value for {key:?}");
     }
     hit
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use warp_cache::shared::layout::{lock_word, Layout};
 use warp_cache::shared::{
-    HeapRegion, Info, InsertOutcome, LockOwner, Params, Patience, SharedStore, Stale,
+    HeapRegion, Info, InsertOutcome, LockOwner, Params, Patience, SharedStore, Stale, ValueBuf,
 };
 use warp_cache::sync::Ordering;
 
@@ -215,9 +215,9 @@ impl Heap {
 
 impl Cache for Heap {
     fn get(&self, key: &[u8], now: u64) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = ValueBuf::new();
         let hit = self.0.engine().get(key, now, &mut out);
-        self.note(hit, false).then_some(out)
+        self.note(hit, false).then(|| out.bytes().to_vec())
     }
     fn insert(&self, key: &[u8], value: &[u8], now: u64, expires: u64) -> InsertOutcome {
         let outcome = self.0.engine().insert(key, value, now, expires, &Owner);

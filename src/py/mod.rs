@@ -98,7 +98,7 @@ fn make_shared_cache(
     let dir = directory.unwrap_or_else(default_dir);
     let stem = file_stem(module, qualname, fingerprint);
     let store = py
-        .detach(|| shared_backend::Store::open_with_owner(&dir, &stem, params, ProcessOwner))
+        .detach(|| shared_backend::Store::open_guarded(&dir, &stem, params, ProcessOwner))
         .map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
                 "cannot open the shared cache for {module}.{qualname} in {}: {e}",

@@ -362,7 +362,7 @@ fn a_live_owner_is_waited_for_not_robbed() {
     // still read.
     let holder = TestOwner::new(2);
     let quick = TestOwner::new(3);
-    let store: SharedStore<_> = SharedStore::open_with_owner(&dir, STEM, params(4), quick).unwrap();
+    let store = SharedStore::open_with_owner(&dir, STEM, params(4), quick).unwrap();
     store.insert(b"k", b"v", 0, u64::MAX);
     let mapping = Mapping::open(&dir, STEM, &Layout::new(params(4)).unwrap(), &holder).unwrap();
     mapping.lock_words()[lock_word::OWNER].store(holder.id(), Ordering::SeqCst);

@@ -43,10 +43,16 @@ impl SharedStore {
     }
 }
 
-impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
-    /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes) and
-    /// mapping guard.
+impl<O: LockOwner> SharedStore<O> {
+    /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes).
     pub fn open_with_owner(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
+        Self::open_guarded(dir, stem, params, owner)
+    }
+}
+
+impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
+    /// [`SharedStore::open_with_owner`] with a chosen guard of the process's mapping.
+    pub fn open_guarded(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
         let layout =
             Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mapping = Mapping::open(dir, stem, &layout, &owner)?;
