@@ -8,7 +8,8 @@
 //! still the current file ([`Stale`] otherwise: the owner re-opens and retries).
 
 use super::layout::{
-    self, header, lock_word, Layout, Params, TooLarge, DATA_MAGIC, LOCK_MAGIC, LOCK_WORDS,
+    self, header, lock_word, Layout, Params, TooLarge, COUNTER_STRIPES, DATA_MAGIC, LOCK_MAGIC,
+    LOCK_WORDS,
 };
 use super::seqlock::{LockOwner, SeqLock};
 use super::table::{Corrupt, Table};
@@ -93,6 +94,23 @@ impl<'a> Engine<'a> {
         self.table.header(counter).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a hit or a miss ([`header::HITS`] or [`header::MISSES`]) in this process's
+    /// stripe.
+    fn count_lookup(&self, which: usize) {
+        self.count(header::counter(super::stripe::current(), which));
+    }
+
+    /// The sum of counter `which` over every stripe.
+    fn counted(&self, which: usize) -> u64 {
+        (0..COUNTER_STRIPES)
+            .map(|s| {
+                self.table
+                    .header(header::counter(s, which))
+                    .load(Ordering::Relaxed)
+            })
+            .fold(0, u64::wrapping_add)
+    }
+
     /// Looks `key` up at time `now`; on a hit the value is left in `out`. Counts the hit or
     /// miss. Gives up (a miss) if writers keep the region busy.
     #[inline]
@@ -112,11 +130,11 @@ impl<'a> Engine<'a> {
         match hit {
             Some(i) => {
                 self.table.mark_visited(i);
-                self.count(header::HITS);
+                self.count_lookup(header::HITS);
                 Ok(true)
             }
             None => {
-                self.count(header::MISSES);
+                self.count_lookup(header::MISSES);
                 Ok(false)
             }
         }
@@ -161,7 +179,10 @@ impl<'a> Engine<'a> {
     pub fn clear(&self, owner: &impl LockOwner) -> Result<bool, Stale> {
         let cleared = self.write(owner, || {
             self.table.reset();
-            for counter in [header::HITS, header::MISSES, header::OVERSIZE] {
+            let stripes = (0..COUNTER_STRIPES).flat_map(|s| {
+                [header::HITS, header::MISSES].map(|which| header::counter(s, which))
+            });
+            for counter in stripes.chain([header::OVERSIZE]) {
                 self.table.header(counter).store(0, Ordering::Relaxed);
             }
         })?;
@@ -176,8 +197,8 @@ impl<'a> Engine<'a> {
         let load = |i: usize| self.table.header(i).load(Ordering::Relaxed);
         let max_size = u64::from(self.layout.capacity());
         Ok(Info {
-            hits: load(header::HITS),
-            misses: load(header::MISSES),
+            hits: self.counted(header::HITS),
+            misses: self.counted(header::MISSES),
             max_size,
             current_size: load(header::LEN).min(max_size),
             oversize_skips: load(header::OVERSIZE),

@@ -13,8 +13,10 @@
 //!   `TTL`), the derived sizes (`TABLE_SIZE`, `OVERFLOW_WORDS`, `TOTAL_WORDS`), `HASH_PROBE`
 //!   (the key hash of a fixed string: builds that hash keys differently must not share a
 //!   file), `LOCK_NONCE` (which lock file the file belongs to), the live state (`LEN`, SIEVE
-//!   `HEAD`, `TAIL`, `HAND`), and on their own cache line the shared counters (`HITS`,
-//!   `MISSES`, `OVERSIZE`);
+//!   `HEAD`, `TAIL`, `HAND`), `OVERSIZE` on its own cache line, then [`COUNTER_STRIPES`]
+//!   lines of hit and miss counters: each process counts in the stripe its pid picks, so
+//!   processes hitting one cache do not all increment one cache line (the totals are the
+//!   sums);
 //! - the hash table: `TABLE_SIZE` words (a power of two, at least twice the capacity), linear
 //!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`
 //!   (a damaged word whose low half is 0 counts as empty everywhere).
@@ -74,8 +76,10 @@ pub mod lock_word {
 /// Words in a 64-byte cache line.
 const WORDS_PER_LINE: usize = 8;
 
-/// Words before the hash table in the data file.
-pub const HEADER_WORDS: usize = 24;
+/// Hit/miss counter stripes in the data file header, one cache line each.
+pub const COUNTER_STRIPES: usize = 16;
+/// Words before the hash table in the data file: three lines of fields, then the stripes.
+pub const HEADER_WORDS: usize = 24 + COUNTER_STRIPES * WORDS_PER_LINE;
 /// Word indices in the data file header.
 pub mod header {
     /// [`super::DATA_MAGIC`].
@@ -111,12 +115,19 @@ pub mod header {
     pub const TAIL: usize = 14;
     /// SIEVE hand.
     pub const HAND: usize = 15;
-    /// Lookups that found a live entry.
-    pub const HITS: usize = 16;
-    /// Lookups that did not.
-    pub const MISSES: usize = 17;
     /// Inserts skipped because the key or value was too large.
-    pub const OVERSIZE: usize = 18;
+    pub const OVERSIZE: usize = 16;
+    /// The first counter stripe; stripe `s` is the line at `STRIPES + 8 * s`.
+    pub const STRIPES: usize = 24;
+    /// Offset in a stripe of its count of lookups that found a live entry.
+    pub const HITS: usize = 0;
+    /// Offset in a stripe of its count of lookups that did not.
+    pub const MISSES: usize = 1;
+
+    /// Index of counter `which` ([`HITS`] or [`MISSES`]) of stripe `stripe`.
+    pub const fn counter(stripe: usize, which: usize) -> usize {
+        STRIPES + stripe % super::COUNTER_STRIPES * super::WORDS_PER_LINE + which
+    }
 }
 
 /// Word offsets inside a slot's head (see the module docs).

@@ -19,6 +19,7 @@ mod region;
 pub mod seqlock;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 mod store;
+mod stripe;
 mod table;
 
 pub use engine::{Engine, HeapRegion, Info, InsertOutcome, Stale};

@@ -1,6 +1,6 @@
 //! The shared cache's logic on heap regions: no files, one process.
 
-use super::layout::{header, lock_word, Layout};
+use super::layout::{self, header, lock_word, Layout};
 use super::*;
 use crate::sieve::reference::xorshift;
 use crate::sieve::reference::ReferenceSieve;
@@ -417,4 +417,23 @@ fn entries_of_every_size_cross_the_head_and_overflow_intact() {
             );
         }
     }
+}
+
+/// Other processes count in other stripes: `info` sums every stripe, `clear` zeroes them all.
+#[test]
+fn counters_of_every_stripe_are_summed_and_cleared() {
+    let r = region(4);
+    put(&r, b"k", b"v", 0, u64::MAX);
+    assert_eq!(get(&r, b"k", 0).as_deref(), Some(&b"v"[..]));
+    assert_eq!(get(&r, b"other", 0), None);
+    for stripe in 0..layout::COUNTER_STRIPES {
+        r.data_words()[header::counter(stripe, header::HITS)].fetch_add(10, Ordering::Relaxed);
+        r.data_words()[header::counter(stripe, header::MISSES)].fetch_add(1, Ordering::Relaxed);
+    }
+    let info = r.engine().info().unwrap();
+    let stripes = layout::COUNTER_STRIPES as u64;
+    assert_eq!((info.hits, info.misses), (1 + 10 * stripes, 1 + stripes));
+    assert_eq!(r.engine().clear(&TestOwner::new(1)), Ok(true));
+    let info = r.engine().info().unwrap();
+    assert_eq!((info.hits, info.misses), (0, 0));
 }
