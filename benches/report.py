@@ -397,12 +397,17 @@ def readme_summary(
     ns = {w["key"]: w["ns"] for w in gil["workloads"]} if gil else {}
     hits, misses = ns.get("hits", {}), ns.get("misses", {})
     if gil and "warp_cache" in hits and "lru_cache" in hits:
-        lines.append(
+        text = (
             f"- Hits (CPython {gil['meta']['python']}): {hits['warp_cache']:.0f} ns per call "
             f"against `lru_cache`'s {hits['lru_cache']:.0f} ns "
-            f"({hits['lru_cache'] / hits['warp_cache']:.2f}x its speed); the shared backend "
-            f"{hits.get('warp_cache (shared)', float('nan')):.0f} ns."
+            f"({hits['lru_cache'] / hits['warp_cache']:.2f}x its speed)"
         )
+        shared = hits.get("warp_cache (shared)")
+        if shared:
+            text += f"; the shared backend {shared:.0f} ns"
+            if "diskcache" in hits:
+                text += f" ({hits['diskcache'] / shared:.0f}x diskcache's speed)"
+        lines.append(text + ".")
     if "warp_cache" in misses and "lru_cache" in misses:
         lines.append(
             f"- Misses (insert + evict): {misses['warp_cache']:.0f} ns against "
