@@ -35,6 +35,7 @@ Maker = Callable[[], Callable[[object], object]]
 CONTENDERS: dict[str, Maker] = {
     "warp_cache": lambda: warp_cache.cache(max_size=MAX_SIZE)(identity),
     "lru_cache": lambda: functools.lru_cache(maxsize=MAX_SIZE)(identity),
+    "warp_cache (shared)": lambda: warp_cache.cache(max_size=MAX_SIZE, backend="shared")(identity),
 }
 PRIVATE = "warp_cache (private per thread, control)"
 

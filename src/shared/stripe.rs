@@ -4,7 +4,8 @@
 //! millions of hits per second that cache line bounced between cores on every call, and two
 //! processes together ran slower than one. Each process now picks a stripe from its pid
 //! (computed once, forgotten in a forked child so the child picks its own); counts stay exact
-//! (atomic adds) and `cache_info` sums the stripes.
+//! (atomic adds) and `cache_info` sums the stripes. On free-threaded builds each thread of a
+//! process also moves to a stripe of its own, for the same reason.
 
 #[cfg(all(unix, not(any(loom, shuttle))))]
 mod imp {
@@ -21,13 +22,32 @@ mod imp {
         STRIPE.store(UNSET, Ordering::Relaxed);
     }
 
-    /// This process's stripe (any value; the layout reduces it modulo the stripe count).
+    /// This process's (and, free-threaded, this thread's) stripe: any value, the layout
+    /// reduces it modulo the stripe count.
     #[inline]
     pub fn current() -> usize {
-        match STRIPE.load(Ordering::Relaxed) {
+        let process = match STRIPE.load(Ordering::Relaxed) {
             UNSET => pick(),
             stripe => stripe,
+        };
+        process.wrapping_add(thread_offset())
+    }
+
+    /// 0, 1, 2... for the threads of a free-threaded process in the order they first count.
+    #[cfg(Py_GIL_DISABLED)]
+    pub(super) fn thread_offset() -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
         }
+        MINE.try_with(|n| *n).unwrap_or(0)
+    }
+
+    /// With the GIL, one thread runs at a time: the process's stripe is enough.
+    #[cfg(not(Py_GIL_DISABLED))]
+    #[inline(always)]
+    pub(super) fn thread_offset() -> usize {
+        0
     }
 
     #[cold]
@@ -74,7 +94,9 @@ mod tests {
             assert!(child >= 0, "fork failed");
             if child == 0 {
                 let expected = (libc::getpid() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-                let ok = u64::from(current() as u64 == expected);
+                let ok = u64::from(
+                    current() as u64 == expected.wrapping_add(super::imp::thread_offset() as u64),
+                );
                 libc::write(fds[1], (&ok as *const u64).cast(), 8);
                 libc::_exit(0);
             }
