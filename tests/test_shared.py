@@ -279,3 +279,24 @@ def test_spawned_pool_workers_share_with_the_main_script(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"], "the main script did not see the worker's entry"
+
+
+def test_hits_from_concurrent_processes_are_all_counted():
+    # Each process counts in a stripe of its own; the totals must still be exact.
+    assert run_worker("square", "3") == [9]
+    procs = [
+        subprocess.Popen(
+            [*WORKER_CMD, "square", *["3"] * 2000],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_env(WC_ROLE="reader"),
+        )
+        for _ in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert pickle.loads(base64.b64decode(out.strip())) == [9] * 2000
+    info = SharedCacheInfo(*run_worker("info", "square"))
+    assert (info.hits, info.misses) == (4 * 2000, 1)
