@@ -261,9 +261,16 @@ static KEY_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(
 /// from the store buffer and stalls, so the tail is read byte by byte instead.
 #[inline]
 pub fn key_hash(bytes: &[u8]) -> u64 {
+    key_hash_of_words(bytes.len(), words(bytes))
+}
+
+/// [`key_hash`] of a key of `len` bytes given as its [`words`] (as the shared store keeps
+/// it): no need to rebuild the bytes.
+#[inline]
+pub fn key_hash_of_words(len: usize, words: impl Iterator<Item = u64>) -> u64 {
     let mut hasher = KEY_HASHER.build_hasher();
-    hasher.write_usize(bytes.len());
-    for word in words(bytes) {
+    hasher.write_usize(len);
+    for word in words {
         hasher.write_u64(word);
     }
     hasher.finish()

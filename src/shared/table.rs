@@ -10,7 +10,7 @@
 
 use super::layout::{header, slot, split_entry, table_entry, Layout, Params};
 use super::ValueBuf;
-use crate::codec::{key_hash, words};
+use crate::codec::{key_hash_of_words, words};
 use crate::sieve::{Ends, Link, SieveQueue, NIL};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -223,11 +223,8 @@ impl<'a> Table<'a> {
         if key_len > self.layout.params().max_key_size as usize {
             return Err(Corrupt);
         }
-        let mut key: Vec<u8> = (0..key_len.div_ceil(8))
-            .flat_map(|n| self.load(self.layout.data_word(i, n)).to_le_bytes())
-            .collect();
-        key.truncate(key_len);
-        Ok(key_hash(&key))
+        let words = (0..key_len.div_ceil(8)).map(|n| self.load(self.layout.data_word(i, n)));
+        Ok(key_hash_of_words(key_len, words))
     }
 
     /// Marks slot `i` visited; writes only when the bit is clear. Racing the hand is
