@@ -55,21 +55,23 @@ pub(crate) fn read_checked(words: &Words, lock: SeqLock<'_>) -> Option<u64> {
     Some(a)
 }
 
+/// The only writer (process 1): write sections 1 then 2.
+pub(crate) fn spawn_sole_writer(words: &Arc<Words>) -> thread::JoinHandle<()> {
+    let words = Arc::clone(words);
+    let owner = Processes::new(1).owner(1);
+    thread::spawn(move || {
+        for value in 1..=2 {
+            let _section = words.lock().lock(&owner).expect("no other writer");
+            words.write(value);
+        }
+    })
+}
+
 #[test]
 fn one_writer_two_readers_never_read_a_mix() {
     model(2, || {
         let words = Words::new();
-        let processes = Processes::new(1);
-        let writer = {
-            let words = Arc::clone(&words);
-            let owner = processes.owner(1);
-            thread::spawn(move || {
-                for value in 1..=2 {
-                    let _section = words.lock().lock(&owner).expect("no other writer");
-                    words.write(value);
-                }
-            })
-        };
+        let writer = spawn_sole_writer(&words);
         let reader = {
             let words = Arc::clone(&words);
             thread::spawn(move || read_checked(&words, words.lock()))

@@ -2,8 +2,7 @@
 //! expects the model to fail with the message of the property it breaks. If one of these
 //! starts passing, the model it mirrors has stopped checking anything.
 
-use crate::owner::Processes;
-use crate::seqlock::{read_checked, Words};
+use crate::seqlock::{read_checked, spawn_sole_writer, Words};
 use crate::{model, Arc};
 use loom::thread;
 use warp_cache::shared::seqlock::SeqLock;
@@ -18,17 +17,7 @@ use warp_cache::sync::UnsafeCell;
 fn seqlock_reader_without_its_fence_is_caught_reading_a_mix() {
     model(2, || {
         let words = Words::new();
-        let processes = Processes::new(1);
-        let writer = {
-            let words = Arc::clone(&words);
-            let owner = processes.owner(1);
-            thread::spawn(move || {
-                for value in 1..=2 {
-                    let _section = words.lock().lock(&owner).expect("no other writer");
-                    words.write(value);
-                }
-            })
-        };
+        let writer = spawn_sole_writer(&words);
         read_checked(
             &words,
             SeqLock::broken_without_read_fence(&words.seq, &words.owner),

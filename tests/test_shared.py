@@ -38,6 +38,26 @@ def run_worker(*args: str, timeout: float = 60, **env: str) -> object:
     return pickle.loads(base64.b64decode(done.stdout.strip().splitlines()[-1]))
 
 
+def run_workers_at_once(commands: list[list[str]], timeout: float = 120, **env: str) -> list:
+    """Runs one shared_worker.py process per command, all at once; what each emitted."""
+    procs = [
+        subprocess.Popen(
+            [*WORKER_CMD, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_env(**env),
+        )
+        for args in commands
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, (out, err)
+        results.append(pickle.loads(base64.b64decode(out.strip())))
+    return results
+
+
 def same(a: object, b: object) -> bool:
     """Equal with the same type, NaN equal to NaN and -0.0 told apart from 0.0."""
     if type(a) is not type(b):
@@ -128,20 +148,9 @@ def test_cache_clear_clears_for_every_process():
 
 
 def test_four_processes_hammering_one_small_cache_see_only_right_values():
-    procs = [
-        subprocess.Popen(
-            [*WORKER_CMD, "hammer", str(seed), "3000", "40"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=worker_env(WC_MAX_SIZE="8"),
-        )
-        for seed in range(4)
-    ]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, (out, err)
-        assert pickle.loads(base64.b64decode(out.strip())) == ("ok", 3000)
+    commands = [["hammer", str(seed), "3000", "40"] for seed in range(4)]
+    for result in run_workers_at_once(commands, WC_MAX_SIZE="8"):
+        assert result == ("ok", 3000)
     info = SharedCacheInfo(*run_worker("info", "hammered", WC_MAX_SIZE="8"))
     assert info.current_size <= 8
     assert info.hits + info.misses >= 1
@@ -284,19 +293,7 @@ def test_spawned_pool_workers_share_with_the_main_script(tmp_path):
 def test_hits_from_concurrent_processes_are_all_counted():
     # Each process counts in a stripe of its own; the totals must still be exact.
     assert run_worker("square", "3") == [9]
-    procs = [
-        subprocess.Popen(
-            [*WORKER_CMD, "square", *["3"] * 2000],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=worker_env(WC_ROLE="reader"),
-        )
-        for _ in range(4)
-    ]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        assert pickle.loads(base64.b64decode(out.strip())) == [9] * 2000
+    for result in run_workers_at_once([["square", *["3"] * 2000]] * 4, WC_ROLE="reader"):
+        assert result == [9] * 2000
     info = SharedCacheInfo(*run_worker("info", "square"))
     assert (info.hits, info.misses) == (4 * 2000, 1)

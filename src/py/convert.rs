@@ -180,7 +180,8 @@ impl Pickler {
         unsafe { self.encode_key_in_general(args, nargs, kwnames, out) }
     }
 
-    /// [`Pickler::encode_key`] for any arguments.
+    /// [`Pickler::encode_key`] for every call but one positional scalar (which
+    /// `encode_key` has already encoded).
     ///
     /// # Safety
     /// As for [`Pickler::encode_key`].
@@ -198,13 +199,6 @@ impl Pickler {
         let arg = |i: usize| unsafe { *args.add(i) };
         if nkw == 0 {
             out.push(KEY_POSITIONAL);
-            if nargs == 1 {
-                // SAFETY: arguments are valid for the whole call.
-                if let Some(s) = unsafe { scalar(arg(0)) } {
-                    codec::encode(&Value::Scalar(s), out);
-                    return Ok(());
-                }
-            }
             let items: Vec<_> = (0..nargs).map(arg).collect();
             return self.encode_sequence(&items, out);
         }

@@ -59,11 +59,15 @@ mod imp {
             unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
         }
         // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() } as u64;
-        // Consecutive pids (workers started together) land on different stripes.
-        let stripe = (pid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        let stripe = of_pid(unsafe { libc::getpid() });
         STRIPE.store(stripe, Ordering::Relaxed);
         stripe
+    }
+
+    /// The stripe of process `pid`: consecutive pids (workers started together) land on
+    /// different stripes.
+    pub(super) fn of_pid(pid: libc::pid_t) -> usize {
+        ((pid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
     }
 }
 
@@ -80,7 +84,7 @@ pub use imp::current;
 
 #[cfg(all(test, unix, not(any(loom, shuttle))))]
 mod tests {
-    use super::current;
+    use super::{current, imp};
 
     #[test]
     fn a_process_keeps_its_stripe_and_a_forked_child_picks_its_own() {
@@ -93,10 +97,8 @@ mod tests {
             let child = libc::fork();
             assert!(child >= 0, "fork failed");
             if child == 0 {
-                let expected = (libc::getpid() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-                let ok = u64::from(
-                    current() as u64 == expected.wrapping_add(super::imp::thread_offset() as u64),
-                );
+                let expected = imp::of_pid(libc::getpid()).wrapping_add(imp::thread_offset());
+                let ok = u64::from(current() == expected);
                 libc::write(fds[1], (&ok as *const u64).cast(), 8);
                 libc::_exit(0);
             }
