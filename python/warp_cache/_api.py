@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from warp_cache import _warp_cache
-from warp_cache._fingerprint import fingerprint
+from warp_cache._identity import identity
 
 if TYPE_CHECKING:
     from warp_cache._types import CachedFunction, P, R
@@ -57,6 +57,7 @@ class _Settings(NamedTuple):
     backend: Backend
     max_key_size: int
     max_value_size: int
+    version: str | int | None
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -95,8 +96,21 @@ def _check_backend(backend: object) -> Backend:
     raise TypeError(f"backend must be a Backend, an int or a str, got {type(backend).__name__}")
 
 
+def _check_version(version: object) -> str | int | None:
+    if version is None or isinstance(version, str):
+        return version
+    if isinstance(version, int) and not isinstance(version, bool):
+        return version
+    raise TypeError(f"version must be a str, an int or None, got {type(version).__name__}")
+
+
 def _validate(
-    max_size: object, ttl: object, backend: object, max_key_size: object, max_value_size: object
+    max_size: object,
+    ttl: object,
+    backend: object,
+    max_key_size: object,
+    max_value_size: object,
+    version: object = None,
 ) -> _Settings:
     settings = _Settings(
         max_size=_check_int("max_size", max_size, 0),
@@ -104,6 +118,7 @@ def _validate(
         backend=_check_backend(backend),
         max_key_size=_check_int("max_key_size", max_key_size, 1),
         max_value_size=_check_int("max_value_size", max_value_size, 1),
+        version=_check_version(version),
     )
     if settings.max_size > 2**32 - 1:
         raise ValueError(f"max_size must be < 2**32, got {settings.max_size}")
@@ -227,6 +242,22 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         # multiprocessing's spawn re-imports the main script under this name: same function.
         module = "__main__"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    # Every parameter that shapes the file or its results selects the file too, so
+    # processes with other parameters (a rolling deploy) keep caches of their own.
+    parameters = (
+        ("format", _warp_cache.SHARED_FORMAT),
+        ("max_size", settings.max_size),
+        ("ttl", settings.ttl),
+        ("max_key_size", settings.max_key_size),
+        ("max_value_size", settings.max_value_size),
+    )
+
+    def settle() -> int:
+        return identity(func, module, qualname, parameters, settings.version).digest
+
+    found = identity(func, module, qualname, parameters, settings.version)
+    # A global the function reads that is not bound yet (a helper defined further down its
+    # module): the identity is computed again, and the files opened, at the first call.
     return _warp_cache.make_shared_cache(
         func,
         settings.max_size,
@@ -235,7 +266,8 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         settings.max_value_size,
         module,
         qualname,
-        fingerprint(func),
+        found.digest if found.complete else None,
+        None if found.complete else settle,
         SharedCacheInfo,
         _KW_MARK,
         fill,
@@ -274,6 +306,7 @@ def cache(
     backend: Backend | int | str = Backend.MEMORY,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    version: str | int | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -283,15 +316,18 @@ def cache(
     backend: Any = Backend.MEMORY,
     max_key_size: Any = 512,
     max_value_size: Any = 4096,
+    version: Any = None,
 ) -> Any:
     """Cache a function's results, keyed by its arguments, with SIEVE eviction.
 
     Use as ``@cache()``, ``@cache(max_size=256, ttl=60)`` or bare ``@cache``. Arguments
-    are checked here, at decoration time.
+    are checked here, at decoration time. ``version`` is part of a shared cache's identity:
+    bump it for what the cache cannot see (other modules, files, the environment).
     """
     if callable(max_size) and not isinstance(max_size, int):
-        return _decorate(max_size, _validate(128, ttl, backend, max_key_size, max_value_size))
-    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size)
+        settings = _validate(128, ttl, backend, max_key_size, max_value_size, version)
+        return _decorate(max_size, settings)
+    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size, version)
 
     def decorator(func: Any) -> Any:
         return _decorate(func, settings)

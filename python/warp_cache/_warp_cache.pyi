@@ -32,3 +32,23 @@ def make_memory_cache(
     kw_mark: object,
     async_fill: Callable[..., Any] | None,
 ) -> CachedFunction: ...
+
+SHARED_FORMAT: int
+
+def make_shared_cache(
+    func: Callable[..., Any],
+    max_size: int,
+    ttl: float | None,
+    max_key_size: int,
+    max_value_size: int,
+    module: str,
+    qualname: str,
+    identity: int | None,
+    settle: Callable[[], int] | None,
+    info_type: type,
+    kw_mark: object,
+    async_fill: Callable[..., Any] | None,
+    dumps: Callable[[object], bytes],
+    loads: Callable[[bytes], object],
+    directory: str | None,
+) -> CachedFunction: ...

@@ -19,6 +19,8 @@ use std::ptr;
 use std::sync::OnceLock;
 
 /// Where a cached callable keeps its entries.
+// One boxed `Core` per cached function: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Core {
     /// In this process, as Python objects.
     Memory(MemoryBackend),

@@ -3,7 +3,8 @@
 //! Exact builtin scalars and flat tuples of them use the compact tags; anything else is
 //! pickled (protocol 5) by the functions the Python package hands us. A key's bytes start
 //! with a kind byte, so a call with keyword arguments can never share bytes with a
-//! positional-only call.
+//! positional-only call; a call with keywords then records how many arguments were
+//! positional, so no two splits of one list of items share a key.
 
 use super::key::{keyword_count, keywords_by_name};
 use super::object::{ErrSet, PyObj, PyResult};
@@ -14,7 +15,8 @@ use std::ptr;
 
 /// First byte of a key: positional arguments only.
 const KEY_POSITIONAL: u8 = 0;
-/// First byte of a key: positional arguments, then keyword names and values by name.
+/// First byte of a key: the number of positional arguments (`u32`), then the positional
+/// arguments, keyword names and values by name.
 const KEY_WITH_KEYWORDS: u8 = 1;
 
 /// The pickle functions of the Python package.
@@ -202,7 +204,10 @@ impl Pickler {
             let items: Vec<_> = (0..nargs).map(arg).collect();
             return self.encode_sequence(&items, out);
         }
+        // Where positional arguments end: `f(1, "a", 2, b=3)` and `f(1, a=2, b=3)` list the
+        // same items, split in different places.
         out.push(KEY_WITH_KEYWORDS);
+        out.extend_from_slice(&(nargs as u32).to_le_bytes());
         let mut items: Vec<_> = (0..nargs).map(arg).collect();
         // SAFETY: kwnames holds nkw str objects.
         for (k, name) in unsafe { keywords_by_name(kwnames) } {

@@ -165,7 +165,7 @@ fn stop_waiting(me: u64) {
 
 /// Runs `f` detached from the interpreter (the GIL released), reattaching afterwards even
 /// if `f` panics. `f` must not touch Python objects.
-fn detached<R>(f: impl FnOnce() -> R) -> R {
+pub(super) fn detached<R>(f: impl FnOnce() -> R) -> R {
     struct Reattach(*mut ffi::PyThreadState);
     impl Drop for Reattach {
         fn drop(&mut self) {

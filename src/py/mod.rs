@@ -64,11 +64,13 @@ fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
 }
 
 /// Wraps `func` in a shared-backend cached callable whose files live in `directory`
-/// (default: `/dev/shm/warp_cache-<uid>` on Linux, `$TMPDIR/warp_cache` on macOS).
+/// (default: `/dev/shm/warp_cache-<uid>` on Linux, `$TMPDIR/warp_cache` on macOS). With an
+/// `identity`, the files are opened now; without one, at the first call, with the identity
+/// `settle()` returns then (the function reads module globals not bound yet).
 #[cfg(unix)]
 #[pyfunction]
 #[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, module, qualname,
-                    fingerprint, info_type, kw_mark, async_fill, dumps, loads, directory))]
+                    identity, settle, info_type, kw_mark, async_fill, dumps, loads, directory))]
 #[allow(clippy::too_many_arguments)]
 fn make_shared_cache(
     py: Python<'_>,
@@ -77,9 +79,10 @@ fn make_shared_cache(
     ttl: Option<f64>,
     max_key_size: u32,
     max_value_size: u32,
-    module: &str,
-    qualname: &str,
-    fingerprint: u64,
+    module: String,
+    qualname: String,
+    identity: Option<u64>,
+    settle: Option<Bound<'_, PyAny>>,
     info_type: Bound<'_, PyAny>,
     kw_mark: Bound<'_, PyAny>,
     async_fill: Option<Bound<'_, PyAny>>,
@@ -87,37 +90,49 @@ fn make_shared_cache(
     loads: Bound<'_, PyAny>,
     directory: Option<std::path::PathBuf>,
 ) -> PyResult<Py<PyAny>> {
-    use crate::shared::{default_dir, file_stem, Params, ProcessOwner};
+    use crate::shared::{default_dir, Params};
     let ttl_ns = ttl_nanos(ttl);
-    let params = Params {
-        capacity: max_size,
-        max_key_size,
-        max_value_size,
-        ttl_ns,
+    let location = shared_backend::Location {
+        dir: directory.unwrap_or_else(default_dir),
+        module,
+        qualname,
+        params: Params {
+            capacity: max_size,
+            max_key_size,
+            max_value_size,
+            ttl_ns,
+        },
     };
-    let dir = directory.unwrap_or_else(default_dir);
-    let stem = file_stem(module, qualname, fingerprint);
-    let store = py
-        .detach(|| shared_backend::Store::open_guarded(&dir, &stem, params, ProcessOwner))
-        .map_err(|e| {
+    let store = match identity {
+        Some(identity) => Some(location.open(identity).map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
-                "cannot open the shared cache for {module}.{qualname} in {}: {e}",
-                dir.display()
+                "cannot open the shared cache for {}.{} in {}: {e}",
+                location.module,
+                location.qualname,
+                location.dir.display()
             ))
-        })?;
+        })?),
+        None => None,
+    };
     let pickler = convert::Pickler {
         dumps: own(py, dumps)?,
         loads: own(py, loads)?,
     };
+    let settle = settle.map(|f| own(py, f)).transpose()?;
+    let backend = shared_backend::SharedBackend::new(store, location, settle, pickler, ttl_ns);
     let settings = Settings {
         func: own(py, func)?,
-        core: Core::Shared(shared_backend::SharedBackend::new(store, pickler, ttl_ns)),
+        core: Core::Shared(backend),
         info_type: own(py, info_type)?,
         kw_mark: own(py, kw_mark)?,
         async_fill: async_fill.map(|f| own(py, f)).transpose()?,
     };
     create(py, settings)
 }
+
+/// The shared-cache file format's version: part of every shared cache's identity.
+#[cfg(unix)]
+const SHARED_FORMAT: u64 = crate::shared::layout::FORMAT_VERSION;
 
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -130,5 +145,7 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(make_memory_cache, m)?)?;
     #[cfg(unix)]
     m.add_function(wrap_pyfunction!(make_shared_cache, m)?)?;
+    #[cfg(unix)]
+    m.add("SHARED_FORMAT", SHARED_FORMAT)?;
     Ok(())
 }

@@ -3,13 +3,20 @@
 
 use super::cached::{raise, Backend, Exc, Lookup};
 use super::convert::Pickler;
-use super::flight::Flights;
+use super::flight::{detached, Flights};
 use super::memory_backend::info_tuple;
-use super::object::{PyObj, PyResult};
+use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::inline_buf::InlineBytes;
-use crate::shared::{Current, InsertOutcome, ProcessOwner, SharedStore, ValueBuf};
+use crate::shared::{
+    file_stem, function_prefix, remove_stale, Current, InsertOutcome, Params, ProcessOwner,
+    SharedStore, ValueBuf,
+};
+use crate::sync::{AtomicBool, Ordering};
 use pyo3::ffi;
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::OnceLock;
 
 /// Hashes flight keys (this process only, so any fixed seeds do).
 static FLIGHT_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(1, 2, 3, 4);
@@ -26,9 +33,46 @@ pub type MappingGuard = crate::sync::ShardedLock<Current>;
 /// The store as this layer opens it.
 pub type Store = SharedStore<ProcessOwner, MappingGuard>;
 
+/// Where a cache's files are and how its identity is found.
+pub struct Location {
+    /// The directory of the files.
+    pub dir: PathBuf,
+    /// The function's module (`__main__` for scripts and their spawned workers).
+    pub module: String,
+    /// The function's qualified name.
+    pub qualname: String,
+    /// The file format's parameters.
+    pub params: Params,
+}
+
+impl Location {
+    /// Opens the files of identity `identity` (detached: creating a file may take a while)
+    /// and removes the files of the function's older identities that no process uses.
+    pub fn open(&self, identity: u64) -> std::io::Result<Store> {
+        let stem = file_stem(&self.module, &self.qualname, identity);
+        let function = format!("{}.{}", self.module, self.qualname);
+        detached(|| {
+            let store = Store::open_named(&self.dir, &stem, &function, self.params, ProcessOwner)?;
+            if store.created() {
+                let prefix = function_prefix(&self.module, &self.qualname);
+                // Best effort: a file that cannot be removed now goes on a later creation.
+                let _ = remove_stale(&self.dir, &prefix, Some(&stem));
+            }
+            Ok(store)
+        })
+    }
+}
+
 /// Cross-process entries; counters live in the file, shared by every process.
 pub struct SharedBackend {
-    store: Store,
+    /// Set once the identity is known: at decoration, or at the first call when the
+    /// function read module globals that were not bound yet ([`SharedBackend::settle`]).
+    store: OnceLock<Store>,
+    location: Location,
+    /// `settle() -> int`: the identity, computed again once the module has run.
+    settle: Option<PyObj>,
+    /// The files could not be opened at the first call: calls compute, uncached.
+    unusable: AtomicBool,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
     /// Single-flight among this process's threads (other processes compute on their own).
@@ -36,10 +80,24 @@ pub struct SharedBackend {
 }
 
 impl SharedBackend {
-    /// Wraps an opened store.
-    pub fn new(store: Store, pickler: Pickler, ttl_nanos: Option<u64>) -> Self {
+    /// A backend over an opened store, or (with `store` `None`) one that opens its files at
+    /// the first call, with the identity `settle()` returns then.
+    pub fn new(
+        store: Option<Store>,
+        location: Location,
+        settle: Option<PyObj>,
+        pickler: Pickler,
+        ttl_nanos: Option<u64>,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(store) = store {
+            let _ = cell.set(store);
+        }
         Self {
-            store,
+            store: cell,
+            location,
+            settle,
+            unusable: AtomicBool::new(false),
             pickler,
             ttl_nanos,
             flights: Flights::default(),
@@ -51,11 +109,79 @@ impl SharedBackend {
         clock::now_for(self.ttl_nanos)
     }
 
-    /// Stores encoded bytes with this cache's TTL.
+    /// The store, settling it first if need be; `None` when its files cannot be used.
+    #[inline(always)]
+    fn store(&self) -> PyResult<Option<&Store>> {
+        match self.store.get() {
+            Some(store) => Ok(Some(store)),
+            None => self.settle(),
+        }
+    }
+
+    /// Computes the identity now that the function's module has run, and opens its files.
+    /// Two threads may both get here: the first store set wins, the other is dropped.
+    #[cold]
+    #[inline(never)]
+    fn settle(&self) -> PyResult<Option<&Store>> {
+        if self.unusable.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(settle) = &self.settle else {
+            return Ok(None);
+        };
+        // SAFETY: `settle` is a valid callable; no arguments.
+        let identity = unsafe {
+            PyObj::from_owned(ffi::PyObject_Vectorcall(
+                settle.as_ptr(),
+                ptr::null(),
+                0,
+                ptr::null_mut(),
+            ))?
+        };
+        // SAFETY: a valid object; -1 with an exception set on failure.
+        let identity = unsafe { ffi::PyLong_AsUnsignedLongLongMask(identity.as_ptr()) };
+        // SAFETY: checking this thread's exception state.
+        if !unsafe { ffi::PyErr_Occurred() }.is_null() {
+            return Err(ErrSet);
+        }
+        match self.location.open(identity) {
+            Ok(store) => {
+                let _ = self.store.set(store);
+                Ok(self.store.get())
+            }
+            Err(err) => {
+                self.unusable.store(true, Ordering::Relaxed);
+                let message = format!(
+                    "warp_cache: cannot open the shared cache of {}.{} in {}: {err}; \
+                     calls compute without caching",
+                    self.location.module,
+                    self.location.qualname,
+                    self.location.dir.display()
+                );
+                warn(&message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores encoded bytes with this cache's TTL. A live equal entry is replaced: this
+    /// process computed the value because it found none it could use.
     fn insert(&self, key: &[u8], value: &[u8]) -> InsertOutcome {
+        let Ok(Some(store)) = self.store() else {
+            return InsertOutcome::NotCached;
+        };
         let now = self.now();
-        self.store
-            .insert(key, value, now, clock::deadline(now, self.ttl_nanos))
+        store.replace(key, value, now, clock::deadline(now, self.ttl_nanos))
+    }
+}
+
+/// Issues a `RuntimeWarning` (an error if warnings are turned into errors).
+fn warn(message: &str) -> PyResult<()> {
+    let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: a valid category and NUL-terminated text; we are attached.
+    match unsafe { ffi::PyErr_WarnEx(ffi::PyExc_RuntimeWarning, text.as_ptr(), 1) } {
+        0 => Ok(()),
+        _ => Err(ErrSet),
     }
 }
 
@@ -65,19 +191,23 @@ type KeyBuf = InlineBytes<120>;
 impl SharedBackend {
     /// The value stored under `key`, or `None` on a miss (counted either way).
     #[inline(always)]
-    fn get(&self, key: &[u8]) -> Option<PyObj> {
+    fn get(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
+        let Some(store) = self.store()? else {
+            return Ok(None);
+        };
         let mut value = ValueBuf::new();
-        if !self.store.get_into(key, self.now(), &mut value) {
-            return None;
+        if !store.get_into(key, self.now(), &mut value) {
+            return Ok(None);
         }
         match self.pickler.decode(value.bytes()) {
-            Ok(value) => Some(value),
+            Ok(value) => Ok(Some(value)),
             Err(_) => {
                 // An entry this process cannot rebuild (say, its class is not importable
-                // here) is a miss: the function computes the value instead.
+                // here) is a miss: the function computes the value, which replaces it.
                 // SAFETY: an exception is set; we are attached.
                 unsafe { ffi::PyErr_Clear() };
-                None
+                store.recount(false);
+                Ok(None)
             }
         }
     }
@@ -100,24 +230,30 @@ impl Backend for SharedBackend {
         let mut key = KeyBuf::new();
         // SAFETY: vectorcall arguments, as the caller promises.
         unsafe { self.pickler.encode_key(args, nargs, kwnames, &mut key)? };
-        Ok(match self.get(key.bytes()) {
+        Ok(match self.get(key.bytes())? {
             Some(value) => Lookup::Hit(value),
             None => Lookup::Miss(key.bytes().to_vec()),
         })
     }
 
     fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
-        Ok(self.get(key))
+        self.get(key)
     }
 
-    /// The counters live in the shared file, which offers no way back: a new leader does
-    /// not look again, so a flight landing between a call's lookup and its joining is
-    /// computed twice (cached once).
+    /// A new leader does not look again here: taking back a miss in the shared counters
+    /// could race with another process's clear. A flight landing between a call's lookup
+    /// and its joining is then computed twice (cached once).
     fn uncount_miss(&self) -> bool {
         false
     }
 
-    fn miss_to_hit(&self) {}
+    /// A waiter served by this process's flight: its miss becomes a hit in this process's
+    /// stripe of the shared counters.
+    fn miss_to_hit(&self) {
+        if let Some(store) = self.store.get() {
+            store.recount(true);
+        }
+    }
 
     type FlightKey = Vec<u8>;
 
@@ -168,7 +304,13 @@ impl Backend for SharedBackend {
     }
 
     fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj> {
-        let i = self.store.info();
+        let i = match self.store()? {
+            Some(store) => store.info(),
+            None => crate::shared::Info {
+                max_size: u64::from(self.location.params.capacity),
+                ..Default::default()
+            },
+        };
         info_tuple(
             info_type,
             &[
@@ -182,7 +324,10 @@ impl Backend for SharedBackend {
     }
 
     fn clear(&self) -> PyResult<()> {
-        if self.store.clear() {
+        let Some(store) = self.store()? else {
+            return Ok(());
+        };
+        if store.clear() {
             Ok(())
         } else {
             Err(raise(

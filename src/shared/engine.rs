@@ -100,6 +100,31 @@ impl<'a> Engine<'a> {
         self.count(header::counter(super::stripe::current(), which));
     }
 
+    /// Moves one count of this process's stripe from `from` to `to` ([`header::HITS`] or
+    /// [`header::MISSES`]): a lookup's verdict corrected after the fact (a miss served by
+    /// another call's flight is a hit; a hit whose value cannot be decoded here is a miss).
+    /// Never takes a count below zero (a clear may have zeroed it meanwhile).
+    pub fn recount(&self, from: usize, to: usize) {
+        let stripe = super::stripe::current();
+        let taken = self
+            .table
+            .header(header::counter(stripe, from))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.count(header::counter(stripe, to));
+        }
+    }
+
+    /// Records `seconds` (wall clock) as the cache's last use, for the operator CLI; writes
+    /// the shared word only when it changes.
+    pub fn touch(&self, seconds: u64) {
+        let word = &self.lock[lock_word::LAST_USE];
+        if word.load(Ordering::Relaxed) != seconds {
+            word.store(seconds, Ordering::Relaxed);
+        }
+    }
+
     /// The sum of counter `which` over every stripe.
     fn counted(&self, which: usize) -> u64 {
         (0..COUNTER_STRIPES)
@@ -150,6 +175,31 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
+        self.store(key, value, now, expires_at, owner, false)
+    }
+
+    /// [`Engine::insert`], but a live equal key gets the new value too (its old value could
+    /// not be used: say, this process cannot decode it).
+    pub fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        owner: &impl LockOwner,
+    ) -> Result<InsertOutcome, Stale> {
+        self.store(key, value, now, expires_at, owner, true)
+    }
+
+    fn store(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        owner: &impl LockOwner,
+        replace: bool,
+    ) -> Result<InsertOutcome, Stale> {
         let params = self.layout.params();
         if key.len() > params.max_key_size as usize || value.len() > params.max_value_size as usize
         {
@@ -161,11 +211,14 @@ impl<'a> Engine<'a> {
         }
         let hash = key_hash(key);
         let stored = self.write(owner, || {
-            if self.put(hash, key, value, now, expires_at).is_err() {
+            if self
+                .put(hash, key, value, now, expires_at, replace)
+                .is_err()
+            {
                 self.table.reset();
                 // An empty region has room and a clear table: this cannot fail, and if
                 // it somehow did the entry would just not be cached.
-                let _ = self.put(hash, key, value, now, expires_at);
+                let _ = self.put(hash, key, value, now, expires_at, replace);
             }
         })?;
         Ok(match stored {
@@ -238,10 +291,11 @@ impl<'a> Engine<'a> {
         value: &[u8],
         now: u64,
         expires_at: u64,
+        replace: bool,
     ) -> Result<(), Corrupt> {
         let table = self.table;
         if let Some(i) = table.find(hash, key) {
-            if !table.read_live(i, now, &mut ValueBuf::new()) {
+            if replace || !table.read_live(i, now, &mut ValueBuf::new()) {
                 // Expired or damaged: the new value takes its place in the queue.
                 table.write_entry(i, key, value, expires_at);
             }
@@ -288,7 +342,7 @@ impl HeapRegion {
                 .collect::<Box<[AtomicU64]>>()
         };
         let (lock, data) = (words(LOCK_WORDS), words(layout.total_words()));
-        layout::init_lock(&lock, 1);
+        layout::init_lock(&lock, 1, "");
         lock[lock_word::GENERATION].store(1, Ordering::Relaxed);
         layout.init_data(&data, 1, 1);
         Ok(Self { layout, lock, data })

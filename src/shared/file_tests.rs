@@ -328,9 +328,13 @@ fn a_process_killed_inside_a_write_does_not_wedge_the_others() {
     parent.insert(b"before", b"v", 0, u64::MAX);
     // The child takes the lock, opens a write section and dies there.
     let status = in_child(|| {
-        let Ok(mapping) =
-            Mapping::open(&dir, STEM, &Layout::new(params(4)).unwrap(), &ProcessOwner)
-        else {
+        let Ok(mapping) = Mapping::open(
+            &dir,
+            STEM,
+            STEM,
+            &Layout::new(params(4)).unwrap(),
+            &ProcessOwner,
+        ) else {
             return false;
         };
         let lock = mapping.lock_words();
@@ -364,7 +368,8 @@ fn a_live_owner_is_waited_for_not_robbed() {
     let quick = TestOwner::new(3);
     let store = SharedStore::open_with_owner(&dir, STEM, params(4), quick).unwrap();
     store.insert(b"k", b"v", 0, u64::MAX);
-    let mapping = Mapping::open(&dir, STEM, &Layout::new(params(4)).unwrap(), &holder).unwrap();
+    let mapping =
+        Mapping::open(&dir, STEM, STEM, &Layout::new(params(4)).unwrap(), &holder).unwrap();
     mapping.lock_words()[lock_word::OWNER].store(holder.id(), Ordering::SeqCst);
     assert_eq!(
         store.insert(b"k2", b"v", 0, u64::MAX),
@@ -377,4 +382,63 @@ fn a_live_owner_is_waited_for_not_robbed() {
         store.insert(b"k2", b"v", 0, u64::MAX),
         InsertOutcome::Stored
     );
+}
+
+#[test]
+fn stale_identities_are_removed_unless_a_mapping_holds_them() {
+    let tmp = TempDir::new("stale");
+    let dir = tmp.cache();
+    let prefix = function_prefix("pkg.mod", "f");
+    let other = function_prefix("pkg.mod", "g");
+    let stem = |p: &str, identity: u64| format!("{p}{identity:016x}");
+    let opened = |s: &str| SharedStore::open(&dir, s, params(4)).unwrap();
+    let first = opened(&stem(&prefix, 1));
+    assert!(first.created());
+    assert!(
+        !opened(&stem(&prefix, 1)).created(),
+        "a second open creates nothing"
+    );
+    drop(first);
+    let held = opened(&stem(&prefix, 2));
+    drop(opened(&stem(&other, 3)));
+    let keep = stem(&prefix, 4);
+    let _current = opened(&keep);
+    let removed = remove_stale(&dir, &prefix, Some(&keep)).unwrap();
+    assert_eq!(
+        removed,
+        vec![stem(&prefix, 1)],
+        "only the unused old identity goes"
+    );
+    let left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for gone in [".lock", ".data"].map(|s| format!("{}{s}", stem(&prefix, 1))) {
+        assert!(!left.contains(&gone), "{gone} left behind");
+    }
+    for kept in [stem(&prefix, 2), stem(&other, 3), keep] {
+        assert!(left.contains(&format!("{kept}.data")), "{kept} removed");
+    }
+    drop(held);
+    assert_eq!(
+        remove_stale(&dir, &prefix, None).unwrap(),
+        vec![stem(&prefix, 2)],
+        "a released identity is stale; the open one stays"
+    );
+}
+
+#[test]
+fn lock_files_name_their_function() {
+    let tmp = TempDir::new("named");
+    let store: SharedStore =
+        SharedStore::open_named(&tmp.cache(), STEM, "pkg.mod.Cls.f", params(4), ProcessOwner)
+            .unwrap();
+    let bytes = fs::read(file(&tmp.cache(), "lock")).unwrap();
+    let words: Vec<crate::sync::AtomicU64> = bytes
+        .chunks(8)
+        .map(|c| crate::sync::AtomicU64::new(u64::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    assert_eq!(layout::lock_name(&words), "pkg.mod.Cls.f");
+    assert!(words[lock_word::LAST_USE].load(Ordering::Relaxed) > 1_700_000_000);
+    drop(store);
 }

@@ -51,10 +51,12 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
 /// First word of a lock file: `b"WARPLOCK"`.
 pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
 /// Bumped whenever either file format changes; other versions are recreated.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Words in the lock file.
-pub const LOCK_WORDS: usize = 8;
+pub const LOCK_WORDS: usize = lock_word::NAME + 1 + NAME_WORDS;
+/// Words holding the function's name in the lock file (for people listing caches).
+pub const NAME_WORDS: usize = 32;
 /// Word indices in the lock file.
 pub mod lock_word {
     /// [`super::LOCK_MAGIC`].
@@ -71,6 +73,11 @@ pub mod lock_word {
     pub const SEQ: usize = 5;
     /// Seqlock owner: 0 when free, else the holder's id.
     pub const OWNER: usize = 6;
+    /// Wall-clock seconds of the last open or insert (shown by the operator CLI).
+    pub const LAST_USE: usize = 7;
+    /// The function's `module.qualname`: its length in bytes, then UTF-8 in
+    /// [`super::NAME_WORDS`] words (cut to fit). Informational only: nothing trusts it.
+    pub const NAME: usize = 8;
 }
 
 /// Words in a 64-byte cache line.
@@ -332,11 +339,38 @@ fn hash_probe() -> u64 {
     key_hash(b"warp_cache hash probe")
 }
 
-/// Writes a fresh lock file's words into zeroed `lock`.
-pub fn init_lock(lock: &[AtomicU64], nonce: u64) {
+/// Writes a fresh lock file's words into zeroed `lock`, naming the cache's function.
+pub fn init_lock(lock: &[AtomicU64], nonce: u64, name: &str) {
     lock[lock_word::MAGIC].store(LOCK_MAGIC, Ordering::Relaxed);
     lock[lock_word::VERSION].store(FORMAT_VERSION, Ordering::Relaxed);
     lock[lock_word::NONCE].store(nonce, Ordering::Relaxed);
+    let mut cut = name.len().min(NAME_WORDS * 8);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    lock[lock_word::NAME].store(cut as u64, Ordering::Relaxed);
+    for (word, chunk) in lock[lock_word::NAME + 1..]
+        .iter()
+        .zip(name.as_bytes()[..cut].chunks(8))
+    {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    }
+}
+
+/// The function name a lock file records (lossy: the file is not trusted).
+pub fn lock_name(lock: &[AtomicU64]) -> String {
+    if lock.len() != LOCK_WORDS {
+        return String::new();
+    }
+    let len = (lock[lock_word::NAME].load(Ordering::Relaxed) as usize).min(NAME_WORDS * 8);
+    let bytes: Vec<u8> = lock[lock_word::NAME + 1..]
+        .iter()
+        .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+        .take(len)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Whether `lock` is a live lock file of this format.

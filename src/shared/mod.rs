@@ -25,7 +25,7 @@ mod table;
 pub use engine::{Engine, HeapRegion, Info, InsertOutcome, Stale};
 pub use layout::{Params, TooLarge};
 #[cfg(all(unix, not(any(loom, shuttle))))]
-pub use region::{default_dir, file_stem, ProcessOwner};
+pub use region::{default_dir, file_stem, function_prefix, remove_stale, ProcessOwner};
 pub use seqlock::{LockOwner, Patience};
 
 /// A value copied out of the cache: up to 256 bytes stay in the buffer itself (make it on

@@ -40,6 +40,8 @@ const _: () = assert!(
 const LOCK_BYTES: usize = LOCK_WORDS * 8;
 /// Rounds of open-check-recreate before giving up on files that keep changing.
 const OPEN_ATTEMPTS: usize = 8;
+/// Tries for a shared `flock` while a remover holds the exclusive one (200 µs apart).
+const FLOCK_ATTEMPTS: usize = 50;
 
 /// The directory caches live in unless told otherwise: `/dev/shm/warp_cache-<uid>` on Linux,
 /// `$TMPDIR/warp_cache` on macOS, `<temp dir>/warp_cache-<uid>` elsewhere.
@@ -55,16 +57,21 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// A file-name-safe stem naming a cached function: its module and qualified name (characters
-/// other than ASCII letters, digits, `_`, `-` and `.` become `_`, and long names are cut)
-/// followed by a hash of the exact names and the caller's `fingerprint`.
-pub fn file_stem(module: &str, qualname: &str, fingerprint: u64) -> String {
-    let mut exact = Vec::with_capacity(module.len() + qualname.len() + 10);
+/// A file-name-safe stem naming one identity of a cached function: its module and qualified
+/// name (characters other than ASCII letters, digits, `_`, `-` and `.` become `_`, and long
+/// names are cut), a tag of the exact names ([`function_prefix`]), then the `identity`.
+pub fn file_stem(module: &str, qualname: &str, identity: u64) -> String {
+    format!("{}{identity:016x}", function_prefix(module, qualname))
+}
+
+/// What every stem of one function starts with: its readable name and a hash of the exact
+/// names, so the files of the function's other identities can be told from another
+/// function's whose readable name is the same.
+pub fn function_prefix(module: &str, qualname: &str) -> String {
+    let mut exact = Vec::with_capacity(module.len() + qualname.len() + 1);
     exact.extend_from_slice(module.as_bytes());
     exact.push(0);
     exact.extend_from_slice(qualname.as_bytes());
-    exact.push(0);
-    exact.extend_from_slice(&fingerprint.to_le_bytes());
     let safe = |c: char| {
         if c.is_ascii_alphanumeric() || "_-.".contains(c) {
             c
@@ -75,13 +82,14 @@ pub fn file_stem(module: &str, qualname: &str, fingerprint: u64) -> String {
     let readable: String = format!("{module}.{qualname}")
         .chars()
         .map(safe)
-        .take(160)
+        .take(150)
         .collect();
     // A leading dot would hide the files (and is how temporary names start).
     let readable = readable
         .strip_prefix('.')
         .map_or(readable.clone(), |rest| format!("_{rest}"));
-    format!("{readable}-{:016x}", crate::codec::key_hash(&exact))
+    let tag = crate::codec::key_hash(&exact) as u32;
+    format!("{readable}-{tag:08x}-")
 }
 
 /// The production lock owner: this process, by pid; an owner is dead when no process has
@@ -109,25 +117,33 @@ impl LockOwner for ProcessOwner {
     }
 }
 
-/// A pair of mapped cache files.
+/// A pair of mapped cache files. The lock file stays open with a shared `flock` for as long
+/// as the mapping lives: that is how other processes tell a file in use from a stale one
+/// ([`remove_stale`], the operator CLI).
 pub(crate) struct Mapping {
     lock: MmapRaw,
     data: MmapRaw,
     generation: u64,
+    _in_use: File,
+    /// This open made the lock file: the cache's identity is new in this directory.
+    created: bool,
 }
 
 impl Mapping {
-    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`.
+    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`;
+    /// `function` names the cache's function in a new lock file.
     pub(crate) fn open(
         dir: &Path,
         stem: &str,
+        function: &str,
         layout: &Layout,
         owner: &impl LockOwner,
     ) -> io::Result<Self> {
         check_stem(stem)?;
         let dir = Dir::open(dir)?;
+        let mut created = false;
         for _ in 0..OPEN_ATTEMPTS {
-            let Some(lock) = open_lock(&dir, stem)? else {
+            let Some((lock, in_use)) = open_lock(&dir, stem, function, &mut created)? else {
                 continue;
             };
             if let Some((data, generation)) = open_data(&dir, stem, layout, words(&lock))? {
@@ -135,6 +151,8 @@ impl Mapping {
                     lock,
                     data,
                     generation,
+                    _in_use: in_use,
+                    created,
                 });
             }
             recreate_data(&dir, stem, layout, words(&lock), owner)?;
@@ -157,6 +175,11 @@ impl Mapping {
     /// The generation the data file was made for.
     pub(crate) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether this open created the cache's lock file.
+    pub(crate) fn created(&self) -> bool {
+        self.created
     }
 }
 
@@ -185,7 +208,10 @@ fn check_stem(stem: &str) -> io::Result<()> {
 }
 
 /// The cache directory, held open so every file operation is relative to the checked inode.
-struct Dir(File);
+struct Dir {
+    file: File,
+    path: PathBuf,
+}
 
 impl Dir {
     fn open(path: &Path) -> io::Result<Self> {
@@ -209,11 +235,14 @@ impl Dir {
                 ),
             ));
         }
-        Ok(Self(dir))
+        Ok(Self {
+            file: dir,
+            path: path.to_owned(),
+        })
     }
 
     fn fd(&self) -> libc::c_int {
-        self.0.as_raw_fd()
+        self.file.as_raw_fd()
     }
 
     /// `openat` with `O_NOFOLLOW|O_CLOEXEC` added.
@@ -253,6 +282,55 @@ impl Dir {
         let name = c_name(name)?;
         // SAFETY: valid directory descriptor and a NUL-terminated name that outlives the call.
         check(unsafe { libc::unlinkat(self.fd(), name.as_ptr(), 0) })
+    }
+
+    /// Whether `name` in this directory is (still) the file `file` is open on.
+    fn same_file(&self, name: &str, file: &File) -> bool {
+        let Ok(c) = c_name(name) else { return false };
+        // SAFETY: `stat` is plain data, filled in by fstatat before it is read.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid directory descriptor, NUL-terminated name, a valid `stat` to fill.
+        let status =
+            unsafe { libc::fstatat(self.fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
+        status == 0 && st.st_ino == meta.ino() && st.st_dev == meta.dev()
+    }
+
+    /// The stems of every `<stem>.lock` file here (temporary files excluded).
+    fn lock_stems(&self) -> io::Result<Vec<String>> {
+        // Names only: every file is then opened relative to the checked descriptor.
+        let mut stems = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(".lock") {
+                if !stem.starts_with('.') {
+                    stems.push(stem.to_owned());
+                }
+            }
+        }
+        stems.sort();
+        Ok(stems)
+    }
+
+    /// Unlinks `<stem>.data` and `<stem>.lock` if no live process holds the lock file.
+    fn remove_if_unused(&self, stem: &str) -> io::Result<bool> {
+        let lock_name = format!("{stem}.lock");
+        let Some((file, _)) = open_existing(self, &lock_name)? else {
+            return Ok(false);
+        };
+        if !try_flock(&file, libc::LOCK_EX)? || !self.same_file(&lock_name, &file) {
+            return Ok(false);
+        }
+        // Data first: a lock file without data is recreated like a missing pair.
+        match self.unlink(&format!("{stem}.data")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.unlink(&lock_name)?;
+        Ok(true)
     }
 }
 
@@ -334,11 +412,11 @@ impl<'d> Fresh<'d> {
         self.dir.rename(&self.name, target)
     }
 
-    /// Links the file as `target` unless something is already there.
-    fn install_if_absent(self, target: &str) -> io::Result<()> {
+    /// Links the file as `target` unless something is already there; true if it did.
+    fn install_if_absent(self, target: &str) -> io::Result<bool> {
         match self.dir.link(&self.name, target) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            other => other.map(|()| true),
         }
     }
 }
@@ -377,31 +455,97 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// The lock file mapped, if valid; `None` after creating or replacing it (look again).
-fn open_lock(dir: &Dir, stem: &str) -> io::Result<Option<MmapRaw>> {
+/// The lock file mapped, if valid, with its descriptor holding a shared `flock`; `None`
+/// after creating or replacing it, or when it was removed meanwhile (look again).
+fn open_lock(
+    dir: &Dir,
+    stem: &str,
+    function: &str,
+    created: &mut bool,
+) -> io::Result<Option<(MmapRaw, File)>> {
     let name = format!("{stem}.lock");
     let Some((file, len)) = open_existing(dir, &name)? else {
-        new_lock(dir, stem)?.install_if_absent(&name)?;
+        *created |= new_lock(dir, stem, function)?.install_if_absent(&name)?;
         return Ok(None);
     };
     if len != LOCK_BYTES as u64 {
-        new_lock(dir, stem)?.replace(&name)?;
+        new_lock(dir, stem, function)?.replace(&name)?;
+        return Ok(None);
+    }
+    if !hold_in_use(dir, &name, &file)? {
         return Ok(None);
     }
     let lock = map(&file, LOCK_BYTES)?;
     if layout::lock_matches(words(&lock)) {
-        return Ok(Some(lock));
+        words(&lock)[lock_word::LAST_USE].store(wall_seconds(), Ordering::Relaxed);
+        return Ok(Some((lock, file)));
     }
-    new_lock(dir, stem)?.replace(&name)?;
+    new_lock(dir, stem, function)?.replace(&name)?;
     // Anyone still holding the old file learns it is gone.
     words(&lock)[lock_word::RETIRED].store(1, Ordering::Release);
     Ok(None)
 }
 
-fn new_lock<'d>(dir: &'d Dir, stem: &str) -> io::Result<Fresh<'d>> {
+fn new_lock<'d>(dir: &'d Dir, stem: &str, function: &str) -> io::Result<Fresh<'d>> {
     let fresh = Fresh::create(dir, stem, LOCK_BYTES)?;
-    layout::init_lock(fresh.words(), random_u64());
+    layout::init_lock(fresh.words(), random_u64(), function);
     Ok(fresh)
+}
+
+/// Takes a shared `flock` on the lock file `file` (named `name`), the sign that a live
+/// process uses it, and checks that the name still leads to it: a remover holds the
+/// exclusive lock while it unlinks, so a file that is still linked once we hold the shared
+/// lock will not be removed under us. False: it was removed or is being removed.
+fn hold_in_use(dir: &Dir, name: &str, file: &File) -> io::Result<bool> {
+    for _ in 0..FLOCK_ATTEMPTS {
+        if try_flock(file, libc::LOCK_SH)? {
+            return Ok(dir.same_file(name, file));
+        }
+        // A remover holds it for two unlinks: never long, but never wait unbounded either.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(false)
+}
+
+/// `flock(fd, how | LOCK_NB)`: true if taken, false if another holder is in the way.
+fn try_flock(file: &File, how: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: a valid open descriptor; flock has no memory arguments.
+        if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn wall_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Removes the files of `prefix`'s caches (see [`function_prefix`]) other than `keep` that
+/// no live process uses: each lock file we can lock exclusively is unused, and is unlinked
+/// with its data file while we hold that lock. Returns the stems removed.
+pub fn remove_stale(dir: &Path, prefix: &str, keep: Option<&str>) -> io::Result<Vec<String>> {
+    let dir = Dir::open(dir)?;
+    let mut removed = Vec::new();
+    for stem in dir.lock_stems()? {
+        if !stem.starts_with(prefix) || Some(stem.as_str()) == keep {
+            continue;
+        }
+        // A file we cannot open or lock (not ours, vanished) is simply not removed.
+        if dir.remove_if_unused(&stem).unwrap_or(false) {
+            removed.push(stem);
+        }
+    }
+    Ok(removed)
 }
 
 /// The data file mapped with its generation, if it matches `layout` and the lock file.

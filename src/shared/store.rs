@@ -6,8 +6,8 @@
 //! inserts: a cache must never make a call fail.
 
 use super::engine::{Engine, Info, InsertOutcome, Stale};
-use super::layout::{Layout, Params};
-use super::region::{Mapping, ProcessOwner};
+use super::layout::{header, Layout, Params};
+use super::region::{wall_seconds, Mapping, ProcessOwner};
 use super::seqlock::LockOwner;
 use super::ValueBuf;
 use crate::memory::ShardLock;
@@ -30,6 +30,7 @@ pub struct Current {
 pub struct SharedStore<O: LockOwner = ProcessOwner, L: ShardLock<Current> = RwLock<Current>> {
     dir: PathBuf,
     stem: String,
+    function: String,
     layout: Layout,
     owner: O,
     current: L,
@@ -53,16 +54,34 @@ impl<O: LockOwner> SharedStore<O> {
 impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// [`SharedStore::open_with_owner`] with a chosen guard of the process's mapping.
     pub fn open_guarded(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
+        Self::open_named(dir, stem, stem, params, owner)
+    }
+
+    /// [`SharedStore::open_guarded`], recording `function` (its `module.qualname`) in new
+    /// files for the operator CLI.
+    pub fn open_named(
+        dir: &Path,
+        stem: &str,
+        function: &str,
+        params: Params,
+        owner: O,
+    ) -> io::Result<Self> {
         let layout =
             Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mapping = Mapping::open(dir, stem, &layout, &owner)?;
+        let mapping = Mapping::open(dir, stem, function, &layout, &owner)?;
         Ok(Self {
             dir: dir.to_owned(),
             stem: stem.to_owned(),
+            function: function.to_owned(),
             layout,
             owner,
             current: L::new(Current { mapping, opened: 0 }),
         })
+    }
+
+    /// Whether opening created the cache's files (its identity is new in the directory).
+    pub fn created(&self) -> bool {
+        self.current.read().mapping.created()
     }
 
     /// The parameters the cache was opened with.
@@ -86,10 +105,49 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
             .unwrap_or(false)
     }
 
-    /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever).
+    /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever). A live
+    /// equal key keeps its value.
     pub fn insert(&self, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
-        self.run(|engine| engine.insert(key, value, now, expires_at, &self.owner))
-            .unwrap_or(InsertOutcome::NotCached)
+        self.store(key, value, now, expires_at, false)
+    }
+
+    /// [`SharedStore::insert`], but a live equal key gets the new value too.
+    pub fn replace(&self, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
+        self.store(key, value, now, expires_at, true)
+    }
+
+    fn store(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        replace: bool,
+    ) -> InsertOutcome {
+        let seconds = wall_seconds();
+        self.run(|engine| {
+            engine.touch(seconds);
+            if replace {
+                engine.replace(key, value, now, expires_at, &self.owner)
+            } else {
+                engine.insert(key, value, now, expires_at, &self.owner)
+            }
+        })
+        .unwrap_or(InsertOutcome::NotCached)
+    }
+
+    /// Moves one of this process's counts from hits to misses (`to_hit` false) or back:
+    /// see [`Engine::recount`].
+    pub fn recount(&self, to_hit: bool) {
+        let (from, to) = if to_hit {
+            (header::MISSES, header::HITS)
+        } else {
+            (header::HITS, header::MISSES)
+        };
+        self.run(|engine| {
+            engine.recount(from, to);
+            Ok(())
+        });
     }
 
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
@@ -134,7 +192,13 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     fn reopen(&self, stale: u64) -> io::Result<()> {
         let mut current = self.current.write();
         if current.opened == stale {
-            let mapping = Mapping::open(&self.dir, &self.stem, &self.layout, &self.owner)?;
+            let mapping = Mapping::open(
+                &self.dir,
+                &self.stem,
+                &self.function,
+                &self.layout,
+                &self.owner,
+            )?;
             *current = Current {
                 mapping,
                 opened: stale + 1,
