@@ -13,6 +13,8 @@ mod key;
 mod memory_backend;
 mod object;
 #[cfg(unix)]
+mod operator;
+#[cfg(unix)]
 mod shared_backend;
 
 use cached::{CachedObject, Core, Settings};
@@ -146,6 +148,12 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(unix)]
     m.add_function(wrap_pyfunction!(make_shared_cache, m)?)?;
     #[cfg(unix)]
-    m.add("SHARED_FORMAT", SHARED_FORMAT)?;
+    {
+        m.add("SHARED_FORMAT", SHARED_FORMAT)?;
+        m.add_function(wrap_pyfunction!(operator::default_shared_dir, m)?)?;
+        m.add_function(wrap_pyfunction!(operator::shared_caches, m)?)?;
+        m.add_function(wrap_pyfunction!(operator::clear_shared_cache, m)?)?;
+        m.add_function(wrap_pyfunction!(operator::purge_shared_caches, m)?)?;
+    }
     Ok(())
 }

@@ -442,3 +442,49 @@ fn lock_files_name_their_function() {
     assert!(words[lock_word::LAST_USE].load(Ordering::Relaxed) > 1_700_000_000);
     drop(store);
 }
+
+#[test]
+fn inventory_lists_clears_and_purges() {
+    let tmp = TempDir::new("inventory");
+    let dir = tmp.cache();
+    let prefix = function_prefix("pkg.mod", "f");
+    let stem = |identity: u64| format!("{prefix}{identity:016x}");
+    let named = |s: &str| -> SharedStore {
+        SharedStore::open_named(&dir, s, "pkg.mod.f", params(4), ProcessOwner).unwrap()
+    };
+    drop(named(&stem(1)));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // last use is in seconds
+    let live = named(&stem(2));
+    live.insert(b"k", b"v", 0, u64::MAX);
+    live.get(b"k", 0);
+    live.get(b"other", 0);
+    let rows = inventory::list(&dir).unwrap();
+    assert_eq!(rows.len(), 2);
+    let row = rows.iter().find(|r| r.stem == stem(2)).unwrap();
+    assert_eq!(row.function, "pkg.mod.f");
+    assert_eq!(row.identity, format!("{:016x}", 2));
+    assert!(row.valid && row.in_use);
+    assert_eq!(
+        (row.entries, row.hits, row.misses, row.max_size),
+        (1, 1, 1, 4)
+    );
+    assert!(row.bytes > 0);
+    assert!(!rows.iter().find(|r| r.stem == stem(1)).unwrap().in_use);
+
+    assert!(inventory::clear(&dir, &stem(2)).unwrap());
+    assert_eq!(
+        live.get(b"k", 0),
+        None,
+        "cleared for the process that has it open"
+    );
+    assert!(!inventory::clear(&dir, "no-such-cache").unwrap());
+
+    assert_eq!(inventory::purge(&dir, false).unwrap(), vec![stem(1)]);
+    assert!(
+        inventory::purge(&dir, true).unwrap().is_empty(),
+        "in use: kept"
+    );
+    drop(live);
+    assert_eq!(inventory::purge(&dir, true).unwrap(), vec![stem(2)]);
+    assert!(inventory::list(&dir).unwrap().is_empty());
+}

@@ -9,10 +9,13 @@
 //! - `region`: the files (directory, create, check, map, recreate), [`default_dir`],
 //!   [`file_stem`], [`ProcessOwner`] (unix, real atomics only).
 //! - [`SharedStore`]: the API the Python layer calls; re-opens the files when they change.
+//! - [`inventory`]: the caches of a directory for the operator CLI (list, clear, purge).
 //!
 //! Keys and values arrive already encoded (see [`crate::codec`]); this module stores bytes.
 
 mod engine;
+#[cfg(all(unix, not(any(loom, shuttle))))]
+pub mod inventory;
 pub mod layout;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 mod region;

@@ -208,13 +208,13 @@ fn check_stem(stem: &str) -> io::Result<()> {
 }
 
 /// The cache directory, held open so every file operation is relative to the checked inode.
-struct Dir {
+pub(super) struct Dir {
     file: File,
     path: PathBuf,
 }
 
 impl Dir {
-    fn open(path: &Path) -> io::Result<Self> {
+    pub(super) fn open(path: &Path) -> io::Result<Self> {
         match DirBuilder::new().mode(0o700).create(path) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
@@ -284,6 +284,11 @@ impl Dir {
         check(unsafe { libc::unlinkat(self.fd(), name.as_ptr(), 0) })
     }
 
+    /// `name` opened read-write if it is a regular file of ours; `None` if it is missing.
+    pub(super) fn open_checked(&self, name: &str) -> io::Result<Option<File>> {
+        Ok(open_existing(self, name)?.map(|(file, _)| file))
+    }
+
     /// Whether `name` in this directory is (still) the file `file` is open on.
     fn same_file(&self, name: &str, file: &File) -> bool {
         let Ok(c) = c_name(name) else { return false };
@@ -299,7 +304,7 @@ impl Dir {
     }
 
     /// The stems of every `<stem>.lock` file here (temporary files excluded).
-    fn lock_stems(&self) -> io::Result<Vec<String>> {
+    pub(super) fn lock_stems(&self) -> io::Result<Vec<String>> {
         // Names only: every file is then opened relative to the checked descriptor.
         let mut stems = Vec::new();
         for entry in std::fs::read_dir(&self.path)? {
@@ -316,7 +321,7 @@ impl Dir {
     }
 
     /// Unlinks `<stem>.data` and `<stem>.lock` if no live process holds the lock file.
-    fn remove_if_unused(&self, stem: &str) -> io::Result<bool> {
+    pub(super) fn remove_if_unused(&self, stem: &str) -> io::Result<bool> {
         let lock_name = format!("{stem}.lock");
         let Some((file, _)) = open_existing(self, &lock_name)? else {
             return Ok(false);
@@ -508,7 +513,7 @@ fn hold_in_use(dir: &Dir, name: &str, file: &File) -> io::Result<bool> {
 }
 
 /// `flock(fd, how | LOCK_NB)`: true if taken, false if another holder is in the way.
-fn try_flock(file: &File, how: libc::c_int) -> io::Result<bool> {
+pub(super) fn try_flock(file: &File, how: libc::c_int) -> io::Result<bool> {
     loop {
         // SAFETY: a valid open descriptor; flock has no memory arguments.
         if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
