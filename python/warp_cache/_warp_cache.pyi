@@ -32,3 +32,20 @@ def make_memory_cache(
     kw_mark: object,
     async_fill: Callable[..., Any] | None,
 ) -> CachedFunction: ...
+def make_shared_cache(
+    func: Callable[..., Any],
+    max_size: int,
+    ttl: float | None,
+    max_key_size: int,
+    max_value_size: int,
+    module: str,
+    qualname: str,
+    fingerprint: int,
+    info_type: type,
+    kw_mark: object,
+    async_fill: Callable[..., Any] | None,
+    dumps: Callable[[Any], bytes],
+    loads: Callable[[bytes], Any],
+    directory: str | None,
+    strict: bool,
+) -> CachedFunction: ...

@@ -64,11 +64,14 @@ fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
 }
 
 /// Wraps `func` in a shared-backend cached callable whose files live in `directory`
-/// (default: `/dev/shm/warp_cache-<uid>` on Linux, `$TMPDIR/warp_cache` on macOS).
+/// (default: the first usable of `crate::shared::default_dirs`). Files that cannot be opened
+/// raise `OSError` when `strict`; otherwise the cache warns once and serves from memory of
+/// this process.
 #[cfg(unix)]
 #[pyfunction]
 #[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, module, qualname,
-                    fingerprint, info_type, kw_mark, async_fill, dumps, loads, directory))]
+                    fingerprint, info_type, kw_mark, async_fill, dumps, loads, directory,
+                    strict))]
 #[allow(clippy::too_many_arguments)]
 fn make_shared_cache(
     py: Python<'_>,
@@ -86,8 +89,10 @@ fn make_shared_cache(
     dumps: Bound<'_, PyAny>,
     loads: Bound<'_, PyAny>,
     directory: Option<std::path::PathBuf>,
+    strict: bool,
 ) -> PyResult<Py<PyAny>> {
-    use crate::shared::{default_dir, file_stem, Params, ProcessOwner};
+    use crate::shared::{file_stem, Params, ProcessOwner};
+    use shared_backend::Store;
     let ttl_ns = ttl_nanos(ttl);
     let params = Params {
         capacity: max_size,
@@ -95,23 +100,34 @@ fn make_shared_cache(
         max_value_size,
         ttl_ns,
     };
-    let dir = directory.unwrap_or_else(default_dir);
+    let dir = directory.as_deref();
     let stem = file_stem(module, qualname, fingerprint);
+    let name = format!("{module}.{qualname}");
+    let cannot_open = |e: std::io::Error| format!("cannot open the shared cache for {name}: {e}");
     let store = py
-        .detach(|| shared_backend::Store::open_guarded(&dir, &stem, params, ProcessOwner))
-        .map_err(|e| {
-            pyo3::exceptions::PyOSError::new_err(format!(
-                "cannot open the shared cache for {module}.{qualname} in {}: {e}",
-                dir.display()
-            ))
-        })?;
+        .detach(|| {
+            if strict {
+                Store::open_guarded(dir, &stem, params, ProcessOwner)
+            } else {
+                Store::open_or_private(dir, &stem, params, ProcessOwner)
+            }
+        })
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(cannot_open(e)))?;
+    if let Some(e) = store.take_unusable() {
+        // Attributed to the line that decorates: _make_shared, _decorate, the decorator.
+        let message =
+            std::ffi::CString::new(format!("{}; caching in this process only", cannot_open(e)))?;
+        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        PyErr::warn(py, &category, &message, 4)?;
+    }
     let pickler = convert::Pickler {
         dumps: own(py, dumps)?,
         loads: own(py, loads)?,
     };
+    let backend = shared_backend::SharedBackend::new(store, pickler, ttl_ns, name);
     let settings = Settings {
         func: own(py, func)?,
-        core: Core::Shared(shared_backend::SharedBackend::new(store, pickler, ttl_ns)),
+        core: Core::Shared(backend),
         info_type: own(py, info_type)?,
         kw_mark: own(py, kw_mark)?,
         async_fill: async_fill.map(|f| own(py, f)).transpose()?,

@@ -33,17 +33,40 @@ pub struct SharedBackend {
     ttl_nanos: Option<u64>,
     /// Single-flight among this process's threads (other processes compute on their own).
     flights: Flights<Vec<u8>>,
+    /// `module.qualname`, for warnings.
+    name: String,
 }
 
 impl SharedBackend {
     /// Wraps an opened store.
-    pub fn new(store: Store, pickler: Pickler, ttl_nanos: Option<u64>) -> Self {
+    pub fn new(store: Store, pickler: Pickler, ttl_nanos: Option<u64>, name: String) -> Self {
         Self {
             store,
             pickler,
             ttl_nanos,
             flights: Flights::default(),
+            name,
         }
+    }
+
+    /// Warns once if the files could not be (re)opened and the cache now serves from this
+    /// process's memory (after a fork or a change of credentials). Off the hit path: checked
+    /// when storing, clearing or reading the info.
+    fn warn_if_unusable(&self) -> PyResult<()> {
+        let Some(e) = self.store.take_unusable() else {
+            return Ok(());
+        };
+        let message = format!(
+            "cannot open the shared cache for {}: {e}; caching in this process only",
+            self.name
+        );
+        let message = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: we are attached; the category is a valid exception type and the message a
+        // NUL-terminated string that outlives the call.
+        if unsafe { ffi::PyErr_WarnEx(ffi::PyExc_RuntimeWarning, message.as_ptr(), 1) } < 0 {
+            return Err(super::object::ErrSet);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -139,7 +162,7 @@ impl Backend for SharedBackend {
             return Ok(());
         }
         self.insert(&key, &bytes);
-        Ok(())
+        self.warn_if_unusable()
     }
 
     fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {
@@ -169,6 +192,7 @@ impl Backend for SharedBackend {
 
     fn info(&self, info_type: *mut ffi::PyObject) -> PyResult<PyObj> {
         let i = self.store.info();
+        self.warn_if_unusable()?;
         info_tuple(
             info_type,
             &[
@@ -182,7 +206,9 @@ impl Backend for SharedBackend {
     }
 
     fn clear(&self) -> PyResult<()> {
-        if self.store.clear() {
+        let cleared = self.store.clear();
+        self.warn_if_unusable()?;
+        if cleared {
             Ok(())
         } else {
             Err(raise(

@@ -15,15 +15,22 @@
 //! the generation move on their next operation and re-open. A bad lock file is replaced
 //! (rename over it, then mark the old one retired); its data file, recording the old lock's
 //! nonce, then gets recreated under the new lock, so a data file is only ever written under
-//! the lock it names.
+//! the lock it names. A new data file is allocated before the lock is taken (that can take
+//! long for a large cache); the lock covers only the re-check and the rename.
+//!
+//! Mappings are not inherited by forked children and are never touched by another process
+//! image (see [`super::process`]); [`Mapping::private`] is the in-process stand-in used when
+//! the files cannot be opened.
 
 use super::layout::{self, lock_word, Layout, LOCK_WORDS};
+use super::process::{self, Incarnation};
 use super::seqlock::{LockOwner, SeqLock};
 use crate::sync::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use std::ffi::CString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
@@ -40,19 +47,59 @@ const _: () = assert!(
 const LOCK_BYTES: usize = LOCK_WORDS * 8;
 /// Rounds of open-check-recreate before giving up on files that keep changing.
 const OPEN_ATTEMPTS: usize = 8;
+/// 10 ms waits for a peer's data file after running out of space (see [`wait_for_peer`]).
+const PEER_WAITS: usize = 50;
 
-/// The directory caches live in unless told otherwise: `/dev/shm/warp_cache-<uid>` on Linux,
-/// `$TMPDIR/warp_cache` on macOS, `<temp dir>/warp_cache-<uid>` elsewhere.
-pub fn default_dir() -> PathBuf {
+/// The directories tried, in order, when none is chosen: the first that [`Dir::open`] accepts
+/// (ours, mode 0700, not a symlink) holds the files. Another user can pre-create the first
+/// one (it is in a world-writable directory) but never the second.
+/// 1. `/dev/shm/warp_cache-<euid>` on Linux, `$TMPDIR/warp_cache` on macOS (a per-user
+///    directory there), `<temp dir>/warp_cache-<euid>` elsewhere;
+/// 2. `$XDG_RUNTIME_DIR/warp_cache`, when `$XDG_RUNTIME_DIR` is a directory owned by the
+///    effective user with mode 0700.
+pub fn default_dirs() -> Vec<PathBuf> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    if cfg!(target_os = "linux") && Path::new("/dev/shm").is_dir() {
-        return PathBuf::from(format!("/dev/shm/warp_cache-{uid}"));
+    let first = if cfg!(target_os = "linux") && Path::new("/dev/shm").is_dir() {
+        PathBuf::from(format!("/dev/shm/warp_cache-{uid}"))
+    } else {
+        match std::env::var_os("TMPDIR") {
+            Some(tmp) if cfg!(target_os = "macos") => PathBuf::from(tmp).join("warp_cache"),
+            _ => std::env::temp_dir().join(format!("warp_cache-{uid}")),
+        }
+    };
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute() && is_private_dir(dir, uid))
+        .map(|dir| dir.join("warp_cache"));
+    [Some(first), runtime].into_iter().flatten().collect()
+}
+
+/// A real directory (not a symlink) owned by `uid` that nobody else may enter.
+fn is_private_dir(path: &Path, uid: libc::uid_t) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0)
+}
+
+/// The directory to use: `chosen`, or the first usable of [`default_dirs`]. Errors name the
+/// directory (the first default's, when none is usable).
+fn locate(chosen: Option<&Path>) -> io::Result<Dir> {
+    let candidates = match chosen {
+        Some(dir) => vec![dir.to_owned()],
+        None => default_dirs(),
+    };
+    let mut first_error = None;
+    for dir in &candidates {
+        match Dir::open(dir) {
+            Ok(dir) => return Ok(dir),
+            Err(e) => {
+                first_error.get_or_insert_with(|| {
+                    io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+                });
+            }
+        }
     }
-    match std::env::var_os("TMPDIR") {
-        Some(tmp) if cfg!(target_os = "macos") => PathBuf::from(tmp).join("warp_cache"),
-        _ => std::env::temp_dir().join(format!("warp_cache-{uid}")),
-    }
+    Err(first_error.unwrap_or_else(|| io::Error::other("no directory for shared caches")))
 }
 
 /// A file-name-safe stem naming a cached function: its module and qualified name (characters
@@ -109,32 +156,38 @@ impl LockOwner for ProcessOwner {
     }
 }
 
-/// A pair of mapped cache files.
+/// A pair of mapped cache files (or, [`Mapping::private`], of anonymous memory), and the
+/// process image that mapped them.
 pub(crate) struct Mapping {
-    lock: MmapRaw,
-    data: MmapRaw,
+    lock: ManuallyDrop<MmapRaw>,
+    data: ManuallyDrop<MmapRaw>,
     generation: u64,
+    made_by: Incarnation,
 }
 
 impl Mapping {
-    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`.
+    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`, or in
+    /// the default directory (see [`default_dirs`]).
     pub(crate) fn open(
-        dir: &Path,
+        dir: Option<&Path>,
         stem: &str,
         layout: &Layout,
         owner: &impl LockOwner,
     ) -> io::Result<Self> {
         check_stem(stem)?;
-        let dir = Dir::open(dir)?;
+        process::watch_forks();
+        let made_by = Incarnation::current();
+        let dir = locate(dir)?;
         for _ in 0..OPEN_ATTEMPTS {
             let Some(lock) = open_lock(&dir, stem)? else {
                 continue;
             };
             if let Some((data, generation)) = open_data(&dir, stem, layout, words(&lock))? {
                 return Ok(Self {
-                    lock,
-                    data,
+                    lock: ManuallyDrop::new(lock),
+                    data: ManuallyDrop::new(data),
                     generation,
+                    made_by,
                 });
             }
             recreate_data(&dir, stem, layout, words(&lock), owner)?;
@@ -142,6 +195,24 @@ impl Mapping {
         Err(io::Error::other(format!(
             "shared cache files for {stem:?} kept changing while opening"
         )))
+    }
+
+    /// An empty cache of `layout` in anonymous memory of this process only: what a cache
+    /// whose files cannot be opened serves from. Pages are committed as entries arrive.
+    pub(crate) fn private(layout: &Layout) -> io::Result<Self> {
+        process::watch_forks();
+        let made_by = Incarnation::current();
+        let (lock, data) = (anonymous(LOCK_BYTES)?, anonymous(layout.total_bytes())?);
+        layout::init_lock(words(&lock), random_u64());
+        words(&lock)[lock_word::GENERATION].store(1, Ordering::Relaxed);
+        let nonce = words(&lock)[lock_word::NONCE].load(Ordering::Relaxed);
+        layout.init_data(words(&data), nonce, 1);
+        Ok(Self {
+            lock: ManuallyDrop::new(lock),
+            data: ManuallyDrop::new(data),
+            generation: 1,
+            made_by,
+        })
     }
 
     /// The lock file's words.
@@ -157,6 +228,33 @@ impl Mapping {
     /// The generation the data file was made for.
     pub(crate) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether this process image may read the mapping: false in a forked child, which
+    /// did not inherit it. One relaxed load.
+    #[inline(always)]
+    pub(crate) fn readable_here(&self) -> bool {
+        self.made_by.same_fork()
+    }
+
+    /// Whether this process image may write the mapping: same fork, same credentials
+    /// (system calls).
+    pub(crate) fn writable_here(&self) -> bool {
+        self.made_by.is_current()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // In a forked child the addresses were not inherited (`MADV_DONTFORK`) and may hold
+        // another mapping by now: leave them alone.
+        if self.made_by.same_fork() {
+            // SAFETY: each field is dropped once, here, and never used again.
+            unsafe {
+                ManuallyDrop::drop(&mut self.lock);
+                ManuallyDrop::drop(&mut self.data);
+            }
+        }
     }
 }
 
@@ -203,10 +301,7 @@ impl Dir {
         if meta.uid() != uid || meta.mode() & 0o077 != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} must be a directory owned by uid {uid} with mode 0700",
-                    path.display()
-                ),
+                format!("not a directory owned by uid {uid} with mode 0700"),
             ));
         }
         Ok(Self(dir))
@@ -280,10 +375,11 @@ fn open_existing(dir: &Dir, name: &str) -> io::Result<Option<(File, u64)>> {
     let meta = file.metadata()?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    if !meta.file_type().is_file() || meta.uid() != uid {
+    // Only bytes this user alone can write are ever unpickled.
+    if !meta.file_type().is_file() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{name} is not a regular file owned by uid {uid}"),
+            format!("{name} is not a regular file owned by uid {uid} with mode 0600"),
         ));
     }
     Ok(Some((file, meta.len())))
@@ -291,7 +387,27 @@ fn open_existing(dir: &Dir, name: &str) -> io::Result<Option<(File, u64)>> {
 
 /// Maps `len` bytes of `file`, whose size the caller has checked to be exactly `len`.
 fn map(file: &File, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().len(len).map_raw(file)
+    let map = MmapOptions::new().len(len).map_raw(file)?;
+    not_inherited(&map);
+    Ok(map)
+}
+
+/// `len` zero bytes of this process's memory, committed as they are touched.
+fn anonymous(len: usize) -> io::Result<MmapRaw> {
+    let map = MmapRaw::from(MmapOptions::new().len(len).no_reserve_swap().map_anon()?);
+    not_inherited(&map);
+    Ok(map)
+}
+
+/// Keeps `map` out of forked children (Linux), once they can tell (see [`super::process`]).
+fn not_inherited(map: &MmapRaw) {
+    #[cfg(target_os = "linux")]
+    if process::watch_forks() {
+        // Should this fail, the child inherits the mapping but still never uses it.
+        let _ = map.advise(memmap2::Advice::DontFork);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = map;
 }
 
 /// A new file of `len` zero bytes under a fresh temporary name, mapped.
@@ -425,8 +541,9 @@ fn open_data(
         .then_some((data, generation)))
 }
 
-/// Under the lock: unless another process fixed it meanwhile, replaces the data file with an
-/// empty one of the next generation.
+/// Replaces a missing or unusable data file with an empty one of the next generation,
+/// unless another process did meanwhile. The new file is allocated before taking the lock,
+/// so a peer creating the same large cache never waits on our allocation.
 fn recreate_data(
     dir: &Dir,
     stem: &str,
@@ -434,6 +551,10 @@ fn recreate_data(
     lock: &[AtomicU64],
     owner: &impl LockOwner,
 ) -> io::Result<()> {
+    let fresh = match Fresh::create(dir, stem, layout.total_bytes()) {
+        Ok(fresh) => fresh,
+        Err(e) => return wait_for_peer(dir, stem, layout, lock, e),
+    };
     let seqlock = SeqLock::new(&lock[lock_word::SEQ], &lock[lock_word::OWNER]);
     let guard = seqlock.lock(owner).ok_or_else(|| {
         io::Error::new(
@@ -446,12 +567,12 @@ fn recreate_data(
         // below can fail, so nobody trusts it once the guard is dropped.
         lock[lock_word::GENERATION].fetch_add(1, Ordering::AcqRel);
     } else if open_data(dir, stem, layout, lock)?.is_some() {
+        // A peer published first; ours is unlinked when `fresh` drops.
         return Ok(());
     }
     let generation = lock[lock_word::GENERATION]
         .load(Ordering::Relaxed)
         .wrapping_add(1);
-    let fresh = Fresh::create(dir, stem, layout.total_bytes())?;
     layout.init_data(
         fresh.words(),
         lock[lock_word::NONCE].load(Ordering::Relaxed),
@@ -461,4 +582,26 @@ fn recreate_data(
     lock[lock_word::GENERATION].store(generation, Ordering::Release);
     drop(guard);
     Ok(())
+}
+
+/// After failing to allocate a data file with `error`: peers creating the same cache may
+/// hold the space with their own temporary files, so on `ENOSPC` watch for a while for one
+/// of them to publish (then `Ok`: open it) before failing.
+fn wait_for_peer(
+    dir: &Dir,
+    stem: &str,
+    layout: &Layout,
+    lock: &[AtomicU64],
+    error: io::Error,
+) -> io::Result<()> {
+    if error.raw_os_error() != Some(libc::ENOSPC) {
+        return Err(error);
+    }
+    for _ in 0..PEER_WAITS {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        if open_data(dir, stem, layout, lock)?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(error)
 }

@@ -1,0 +1,126 @@
+//! Which process image a mapping belongs to: its fork generation and its credentials.
+//!
+//! Mappings are made with `MADV_DONTFORK`, so a forked child does not inherit them (a worker
+//! that drops privileges after fork must not be able to write into root's cache). The child
+//! must then never touch, or unmap, the addresses: a `pthread_atfork` child handler bumps a
+//! process-wide fork generation, and every operation compares it with the one recorded at
+//! mapping time (one relaxed load on the hit path). Credentials are re-read with system calls
+//! on the write paths only (see `docs/shared-backend.md`).
+
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+/// Forks of this process image so far (bumped in each child).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+/// Whether the child handler is installed (then mappings may be `MADV_DONTFORK`).
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked() {
+    // Only an atomic add: safe in the child of a multi-threaded parent.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs the fork handler once; false if it could not be (mappings are then inherited,
+/// as without this module).
+pub(crate) fn watch_forks() -> bool {
+    static TRIED: AtomicBool = AtomicBool::new(false);
+    if !TRIED.swap(true, Ordering::Relaxed) {
+        // SAFETY: registers a handler that only adds to an atomic; it is a static function,
+        // valid for the whole process.
+        let status = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+        WATCHING.store(status == 0, Ordering::Release);
+    }
+    // A thread that lost the race to install it may see false meanwhile: its mapping is
+    // then inherited by children, which is the safe side (they can still use it).
+    WATCHING.load(Ordering::Acquire)
+}
+
+/// The real, effective (and on Linux saved) user and group ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    users: [libc::uid_t; 3],
+    groups: [libc::gid_t; 3],
+}
+
+impl Credentials {
+    /// This process's credentials now (two system calls on Linux, four elsewhere).
+    pub(crate) fn current() -> Self {
+        let (mut users, mut groups) = ([0; 3], [0; 3]);
+        #[cfg(target_os = "linux")]
+        // SAFETY: each pointer is to a distinct, writable id of the right type.
+        unsafe {
+            let [ru, eu, su] = &mut users;
+            let [rg, eg, sg] = &mut groups;
+            libc::getresuid(ru, eu, su);
+            libc::getresgid(rg, eg, sg);
+        }
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: these calls have no preconditions and cannot fail.
+        unsafe {
+            users[..2].copy_from_slice(&[libc::getuid(), libc::geteuid()]);
+            groups[..2].copy_from_slice(&[libc::getgid(), libc::getegid()]);
+        }
+        Self { users, groups }
+    }
+}
+
+/// The process image (fork generation and credentials) that made a mapping.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Incarnation {
+    forks: u64,
+    credentials: Credentials,
+}
+
+impl Incarnation {
+    /// This process image now.
+    pub(crate) fn current() -> Self {
+        Self {
+            forks: FORKS.load(Ordering::Relaxed),
+            credentials: Credentials::current(),
+        }
+    }
+
+    /// True in the process image that made it, false in a forked child: then the mapping is
+    /// gone (`MADV_DONTFORK`) and its addresses must not be touched or unmapped.
+    #[inline(always)]
+    pub(crate) fn same_fork(&self) -> bool {
+        self.forks == FORKS.load(Ordering::Relaxed)
+    }
+
+    /// Same fork and the same user and group ids (system calls: for the write paths, not
+    /// for every lookup).
+    pub(crate) fn is_current(&self) -> bool {
+        self.same_fork() && self.credentials == Credentials::current()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{watch_forks, Incarnation};
+
+    #[test]
+    fn a_forked_child_is_another_incarnation() {
+        assert!(watch_forks());
+        let parent = Incarnation::current();
+        assert!(parent.same_fork() && parent.is_current());
+        let mut fds = [0; 2];
+        // SAFETY: a pipe, then a fork whose child only compares, writes 8 bytes and exits.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let child = libc::fork();
+            assert!(child >= 0, "fork failed");
+            if child == 0 {
+                let mine = Incarnation::current();
+                let ok = u64::from(!parent.same_fork() && mine.same_fork());
+                libc::write(fds[1], (&ok as *const u64).cast(), 8);
+                libc::_exit(0);
+            }
+            let mut ok = 0u64;
+            assert_eq!(libc::read(fds[0], (&mut ok as *mut u64).cast(), 8), 8);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            assert_eq!(ok, 1, "the child saw a new fork generation");
+        }
+        assert!(parent.same_fork(), "the parent is still the same image");
+    }
+}
