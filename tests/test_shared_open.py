@@ -132,6 +132,41 @@ print(json.dumps({"child": child, "info": info_after_child, "root_2": repr(root_
     assert not marker.exists()
 
 
+def test_forked_child_with_the_same_user_reopens_and_shares(tmp_path):
+    code = (
+        PRELUDE
+        + """
+import multiprocessing
+assert cred_probe(1) == ["root" if os.geteuid() == 0 else "nobody", 1]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen = [cred_probe(1), cred_probe(3)]
+    os.write(w, json.dumps({"seen": seen, "calls": calls, "warnings": len(caught)}).encode())
+    os._exit(0)
+os.close(w)
+child = json.loads(os.read(r, 65536))
+os.waitpid(pid, 0)
+before = list(calls)
+cred_probe(3)
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    pooled = pool.map(cred_probe, [1, 3, 1, 3])
+print(json.dumps({"child": child, "parent_calls": calls, "before": before,
+                  "pooled": pooled, "info": list(cred_probe.cache_info())}))
+"""
+    )
+    out = run_py(code, str(tmp_path / "marker"))
+    who = "root" if os.geteuid() == 0 else "nobody"
+    # The child computed only what the parent had not stored, and warned about nothing.
+    assert out["child"] == {"seen": [[who, 1], [who, 3]], "calls": [1, 3], "warnings": 0}
+    # The parent hits what the child stored; the pool's workers hit everything.
+    assert out["parent_calls"] == [1] and out["before"] == [1]
+    assert out["pooled"] == [[who, 1], [who, 3]] * 2
+    assert out["info"][:4] == [6, 2, 16, 2]
+
+
 def test_setuid_in_place_never_writes_the_mapping_it_opened_as_root(tmp_path):
     need_root()
     marker = tmp_path / "unpickled-by-root"
