@@ -5,7 +5,8 @@
 //! must then never touch, or unmap, the addresses: a `pthread_atfork` child handler bumps a
 //! process-wide fork generation, and every operation compares it with the one recorded at
 //! mapping time (one relaxed load on the hit path). Credentials are re-read with system calls
-//! on the write paths only (see `docs/shared-backend.md`).
+//! on the write paths only, and only by processes that could change them (see
+//! `docs/shared-backend.md`).
 
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -61,6 +62,27 @@ impl Credentials {
         }
         Self { users, groups }
     }
+
+    /// True when these credentials can never change in this process image: every user id
+    /// equal, every group id equal, and neither `CAP_SETUID` nor `CAP_SETGID` permitted
+    /// (the permitted set cannot grow without `exec`). Linux only; elsewhere false.
+    fn frozen(&self) -> bool {
+        let same = |ids: &[u32; 3]| ids.iter().all(|&id| id == ids[0]);
+        cfg!(target_os = "linux")
+            && same(&self.users)
+            && same(&self.groups)
+            && permitted_capabilities().is_some_and(|caps| caps & SET_IDS == 0)
+    }
+}
+
+/// `CAP_SETGID` (6) and `CAP_SETUID` (7).
+const SET_IDS: u64 = 1 << 6 | 1 << 7;
+
+/// The permitted capability set, from `/proc/self/status` (`None` if unreadable).
+fn permitted_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("CapPrm:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
 }
 
 /// The process image (fork generation and credentials) that made a mapping.
@@ -68,14 +90,18 @@ impl Credentials {
 pub(crate) struct Incarnation {
     forks: u64,
     credentials: Credentials,
+    /// The credentials cannot change (see [`Credentials::frozen`]): no need to re-read them.
+    frozen: bool,
 }
 
 impl Incarnation {
     /// This process image now.
     pub(crate) fn current() -> Self {
+        let credentials = Credentials::current();
         Self {
             forks: FORKS.load(Ordering::Relaxed),
-            credentials: Credentials::current(),
+            credentials,
+            frozen: credentials.frozen(),
         }
     }
 
@@ -86,10 +112,10 @@ impl Incarnation {
         self.forks == FORKS.load(Ordering::Relaxed)
     }
 
-    /// Same fork and the same user and group ids (system calls: for the write paths, not
-    /// for every lookup).
+    /// Same fork and the same user and group ids (system calls, unless the credentials are
+    /// frozen: for the write paths, not for every lookup).
     pub(crate) fn is_current(&self) -> bool {
-        self.same_fork() && self.credentials == Credentials::current()
+        self.same_fork() && (self.frozen || self.credentials == Credentials::current())
     }
 }
 
