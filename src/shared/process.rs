@@ -8,12 +8,17 @@
 //! on the write paths only, and only by processes that could change them (see
 //! `docs/shared-backend.md`).
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{yield_now, AtomicU64, AtomicU8, Ordering};
 
 /// Forks of this process image so far (bumped in each child).
 static FORKS: AtomicU64 = AtomicU64::new(0);
-/// Whether the child handler is installed (then mappings may be `MADV_DONTFORK`).
-static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Whether the child handler is installed: [`UNTRIED`], [`INSTALLING`], [`WATCHING`] (then
+/// mappings may be `MADV_DONTFORK`) or [`FAILED`].
+static HANDLER: AtomicU8 = AtomicU8::new(UNTRIED);
+const UNTRIED: u8 = 0;
+const INSTALLING: u8 = 1;
+const WATCHING: u8 = 2;
+const FAILED: u8 = 3;
 
 extern "C" fn forked() {
     // Only an atomic add: safe in the child of a multi-threaded parent.
@@ -21,18 +26,23 @@ extern "C" fn forked() {
 }
 
 /// Installs the fork handler once; false if it could not be (mappings are then inherited,
-/// as without this module).
+/// as without this module). Threads arriving while another installs it wait for the
+/// outcome, so no mapping is made inheritable by mistake.
 pub(crate) fn watch_forks() -> bool {
-    static TRIED: AtomicBool = AtomicBool::new(false);
-    if !TRIED.swap(true, Ordering::Relaxed) {
-        // SAFETY: registers a handler that only adds to an atomic; it is a static function,
-        // valid for the whole process.
-        let status = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
-        WATCHING.store(status == 0, Ordering::Release);
+    loop {
+        match HANDLER.compare_exchange(UNTRIED, INSTALLING, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: registers a handler that only adds to an atomic; it is a static
+                // function, valid for the whole process.
+                let status = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+                let outcome = if status == 0 { WATCHING } else { FAILED };
+                HANDLER.store(outcome, Ordering::Release);
+                return outcome == WATCHING;
+            }
+            Err(INSTALLING) => yield_now(),
+            Err(outcome) => return outcome == WATCHING,
+        }
     }
-    // A thread that lost the race to install it may see false meanwhile: its mapping is
-    // then inherited by children, which is the safe side (they can still use it).
-    WATCHING.load(Ordering::Acquire)
 }
 
 /// The real, effective (and on Linux saved) user and group ids.
