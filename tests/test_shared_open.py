@@ -87,9 +87,16 @@ def test_setuid_child_never_reads_or_writes_the_parents_mapping(tmp_path):
         PRELUDE
         + """
 assert cred_probe(1) == ["root", 1]
+
+def mapped():
+    with open("/proc/self/maps") as maps:
+        return [line.split()[-1] for line in maps if "cred_probe" in line]
+
+parent_maps = mapped()
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
+    inherited = mapped()  # MADV_DONTFORK: root's files are not in the child at all
     drop_to_nobody()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -98,7 +105,7 @@ if pid == 0:
         cred_probe(3)
         info = list(cred_probe.cache_info())
     os.write(w, json.dumps({
-        "seen": seen, "calls": calls, "info": info,
+        "seen": seen, "calls": calls, "info": info, "inherited": inherited,
         "warnings": [(w_.category.__name__, str(w_.message)) for w_ in caught],
     }).encode())
     os._exit(0)
@@ -109,11 +116,15 @@ os.waitpid(pid, 0)
 info_after_child = list(cred_probe.cache_info())
 root_2 = cred_probe(2)
 print(json.dumps({"child": child, "info": info_after_child, "root_2": repr(root_2),
+                  "parent_maps": parent_maps,
                   "marker": os.path.exists(MARKER)}))
 """
     )
     out = run_py(code, str(marker))
     child = out["child"]
+    if sys.platform == "linux":
+        assert len(out["parent_maps"]) == 2, out["parent_maps"]  # .lock and .data
+        assert child["inherited"] == [], "the child inherited root's mappings"
     assert child["seen"] == ["nobody", 1], "the setuid child read root's mapping"
     assert child["calls"] == [1, 1, 2, 3], "the child got values it did not compute"
     # Root's directory is closed to nobody: the child degrades to an in-process cache, once.
@@ -206,9 +217,16 @@ def test_setuid_child_reopens_in_its_own_default_directory(tmp_path):
         + """
 import glob
 assert cred_probe(1) == ["root", 1]
+
+def mapped():
+    with open("/proc/self/maps") as maps:
+        return [line.split()[-1] for line in maps if "cred_probe" in line]
+
+parent_maps = mapped()
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
+    inherited = mapped()  # MADV_DONTFORK: root's files are not in the child at all
     drop_to_nobody()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
