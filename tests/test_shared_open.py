@@ -507,3 +507,36 @@ def test_many_processes_creating_one_large_cache_at_once_all_succeed():
             assert check == {"hits": racers}, "the racers did not all use one file"
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_racers_short_of_space_wait_for_the_peer_creating_the_file(tmp_path):
+    # Room for one data file (about 1.5 MB) but not for two: a racer whose allocation fails
+    # while a peer's temporary file holds the space must wait for the peer's file.
+    mount = tmp_path / "mnt"
+    mount_tmpfs(mount, "size=2m,mode=0700")
+    racer = RACER.replace("max_size=1_000_000", "max_size=10_000").replace(
+        "max_value_size=512", "max_value_size=16"
+    )
+    try:
+        for round_ in range(4):
+            directory = mount / f"round{round_}"
+            start = time.time() + 1.0
+            env = {**os.environ, "WARP_CACHE_DIR": str(directory), "WARP_CACHE_STRICT": "1"}
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", racer, str(start), str(i)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                for i in range(4)
+            ]
+            for proc in procs:
+                _, err = proc.communicate(timeout=120)
+                assert proc.returncode == 0, f"round {round_}: {err}"
+            names = sorted(p.name.rsplit(".", 1)[-1] for p in directory.iterdir())
+            assert names == ["data", "lock"], names
+            shutil.rmtree(directory)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -47,8 +47,9 @@ const _: () = assert!(
 const LOCK_BYTES: usize = LOCK_WORDS * 8;
 /// Rounds of open-check-recreate before giving up on files that keep changing.
 const OPEN_ATTEMPTS: usize = 8;
-/// 10 ms waits for a peer's data file after running out of space (see [`wait_for_peer`]).
-const PEER_WAITS: usize = 50;
+/// The longest wait for a peer creating the same cache after running out of space (see
+/// [`wait_for_peer`]); older temporary files are a crashed creator's leftovers.
+const PEER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The directories tried, in order, when none is chosen: the first that [`Dir::open`] accepts
 /// (ours, mode 0700, not a symlink) holds the files. Another user can pre-create the first
@@ -178,6 +179,7 @@ impl Mapping {
         process::watch_forks();
         let made_by = Incarnation::current();
         let dir = locate(dir)?;
+        let mut out_of_space = None;
         for _ in 0..OPEN_ATTEMPTS {
             let Some(lock) = open_lock(&dir, stem)? else {
                 continue;
@@ -190,11 +192,23 @@ impl Mapping {
                     made_by,
                 });
             }
-            recreate_data(&dir, stem, layout, words(&lock), owner)?;
+            match recreate_data(&dir, stem, layout, words(&lock), owner) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Creators racing for little space can split it and all fail: back off
+                    // for a random while, so one of them gets it alone next time.
+                    out_of_space = Some(e);
+                    std::thread::sleep(std::time::Duration::from_micros(
+                        1000 + random_u64() % 15_000,
+                    ));
+                }
+                other => other?,
+            }
         }
-        Err(io::Error::other(format!(
-            "shared cache files for {stem:?} kept changing while opening"
-        )))
+        Err(out_of_space.unwrap_or_else(|| {
+            io::Error::other(format!(
+                "shared cache files for {stem:?} kept changing while opening"
+            ))
+        }))
     }
 
     /// An empty cache of `layout` in anonymous memory of this process only: what a cache
@@ -282,8 +296,9 @@ fn check_stem(stem: &str) -> io::Result<()> {
     }
 }
 
-/// The cache directory, held open so every file operation is relative to the checked inode.
-struct Dir(File);
+/// The cache directory, held open so every file operation is relative to the checked inode
+/// (the path is only used to list it).
+struct Dir(File, PathBuf);
 
 impl Dir {
     fn open(path: &Path) -> io::Result<Self> {
@@ -304,7 +319,7 @@ impl Dir {
                 format!("not a directory owned by uid {uid} with mode 0700"),
             ));
         }
-        Ok(Self(dir))
+        Ok(Self(dir, path.to_owned()))
     }
 
     fn fd(&self) -> libc::c_int {
@@ -342,6 +357,25 @@ impl Dir {
         let (from, to) = (c_name(from)?, c_name(to)?);
         // SAFETY: valid directory descriptor and NUL-terminated names that outlive the call.
         check(unsafe { libc::linkat(self.fd(), from.as_ptr(), self.fd(), to.as_ptr(), 0) })
+    }
+
+    /// Whether another process is creating a file of cache `stem`: one of its temporary
+    /// files is there, made within [`PEER_PATIENCE`].
+    fn peer_creating(&self, stem: &str) -> bool {
+        let prefix = format!(".{stem}.");
+        let Ok(entries) = std::fs::read_dir(&self.1) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix)
+                && name.ends_with(".tmp")
+                && entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|made| made.elapsed().is_ok_and(|age| age < PEER_PATIENCE))
+        })
     }
 
     fn unlink(&self, name: &str) -> io::Result<()> {
@@ -584,9 +618,10 @@ fn recreate_data(
     Ok(())
 }
 
-/// After failing to allocate a data file with `error`: peers creating the same cache may
-/// hold the space with their own temporary files, so on `ENOSPC` watch for a while for one
-/// of them to publish (then `Ok`: open it) before failing.
+/// After failing to allocate a data file with `error`: on `ENOSPC` while a peer is creating
+/// the same cache, the space is probably the peer's temporary file, soon the cache's data
+/// file: wait for it to be published (then `Ok`: open it), at most [`PEER_PATIENCE`]. With
+/// no peer at work, fail at once.
 fn wait_for_peer(
     dir: &Dir,
     stem: &str,
@@ -597,11 +632,17 @@ fn wait_for_peer(
     if error.raw_os_error() != Some(libc::ENOSPC) {
         return Err(error);
     }
-    for _ in 0..PEER_WAITS {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let deadline = std::time::Instant::now() + PEER_PATIENCE;
+    loop {
         if open_data(dir, stem, layout, lock)?.is_some() {
             return Ok(());
         }
+        // A publisher renames its temporary file, then publishes the generation, both
+        // under the lock: while the lock is held, a publication may be under way.
+        let busy = lock[lock_word::OWNER].load(Ordering::Acquire) != 0;
+        if !(busy || dir.peer_creating(stem)) || std::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Err(error)
 }
