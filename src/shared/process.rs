@@ -131,32 +131,64 @@ impl Incarnation {
 
 #[cfg(test)]
 mod tests {
-    use super::{watch_forks, Incarnation};
+    use super::{watch_forks, Credentials, Incarnation};
+
+    /// Runs `child` in a forked child and returns its answer.
+    fn in_child(child: impl FnOnce() -> bool) -> bool {
+        let mut fds = [0; 2];
+        // SAFETY: a pipe, then a fork whose child runs `child`, writes 8 bytes and exits.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ok = u64::from(child());
+                libc::write(fds[1], (&ok as *const u64).cast(), 8);
+                libc::_exit(0);
+            }
+            let mut ok = 0u64;
+            assert_eq!(libc::read(fds[0], (&mut ok as *mut u64).cast(), 8), 8);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            ok == 1
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_process_that_cannot_change_its_ids_has_frozen_credentials() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to drop privileges");
+            return;
+        }
+        assert!(!Credentials::current().frozen(), "root may setuid");
+        let dropped = in_child(|| {
+            // SAFETY: plain system calls in a single-threaded child.
+            let ok = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setgid(65534) == 0
+                    && libc::setuid(65534) == 0
+            };
+            ok && Credentials::current().frozen()
+        });
+        assert!(dropped, "nobody with no capabilities cannot change ids");
+        let half = in_child(|| {
+            // SAFETY: plain system calls in a single-threaded child.
+            let ok = unsafe { libc::setresuid(65534, 65534, 0) == 0 };
+            ok && !Credentials::current().frozen()
+        });
+        assert!(half, "a saved uid of root can be taken back");
+    }
 
     #[test]
     fn a_forked_child_is_another_incarnation() {
         assert!(watch_forks());
         let parent = Incarnation::current();
         assert!(parent.same_fork() && parent.is_current());
-        let mut fds = [0; 2];
-        // SAFETY: a pipe, then a fork whose child only compares, writes 8 bytes and exits.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-            let child = libc::fork();
-            assert!(child >= 0, "fork failed");
-            if child == 0 {
-                let mine = Incarnation::current();
-                let ok = u64::from(!parent.same_fork() && mine.same_fork());
-                libc::write(fds[1], (&ok as *const u64).cast(), 8);
-                libc::_exit(0);
-            }
-            let mut ok = 0u64;
-            assert_eq!(libc::read(fds[0], (&mut ok as *mut u64).cast(), 8), 8);
-            libc::waitpid(child, std::ptr::null_mut(), 0);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-            assert_eq!(ok, 1, "the child saw a new fork generation");
-        }
+        let child_saw = in_child(|| !parent.same_fork() && Incarnation::current().same_fork());
+        assert!(child_saw, "the child saw a new fork generation");
         assert!(parent.same_fork(), "the parent is still the same image");
     }
 }
