@@ -540,3 +540,37 @@ def test_racers_short_of_space_wait_for_the_peer_creating_the_file(tmp_path):
             shutil.rmtree(directory)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_fork_while_another_thread_hits_never_hangs_the_child():
+    # The child must re-open the files; the hitting thread is not there to release anything.
+    code = """
+import json, os, threading, time, warnings
+from warp_cache import cache
+
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+
+@cache(backend="shared", max_size=64)
+def hot(x):
+    return x * 2
+
+hot(1)
+stop = False
+def spin():
+    while not stop:
+        hot(1)
+thread = threading.Thread(target=spin, daemon=True)
+thread.start()
+time.sleep(0.05)
+ok = 0
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if hot(1) == 2 and hot(5) == 10 else 1)
+    _, status = os.waitpid(pid, 0)
+    ok += status == 0
+stop = True
+thread.join()
+print(json.dumps({"ok": ok}))
+"""
+    assert run_py(code, timeout=60) == {"ok": 20}
