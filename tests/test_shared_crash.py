@@ -91,9 +91,14 @@ def test_planted_symlink_is_not_followed(private_shared_cache_dir, tmp_path):
         path.unlink()
         os.symlink(victim, path)
     done = subprocess.run(
-        [*WORKER_CMD, "square", "2"], capture_output=True, text=True, timeout=60, env=worker_env()
+        [*WORKER_CMD, "square", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=worker_env(WARP_CACHE_STRICT="1"),
     )
-    # Refused with a clear error at decoration; the link's target is never touched.
+    # Refused with a clear error at decoration (strict; otherwise a warning, see
+    # test_shared_open.py); the link's target is never touched.
     assert done.returncode != 0
     assert "OSError: cannot open the shared cache for shared_worker.square" in done.stderr
     assert victim.read_bytes() == b"precious"
@@ -105,6 +110,7 @@ def test_cache_directory_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
     link = tmp_path / "link"
     link.symlink_to(real)
     monkeypatch.setenv("WARP_CACHE_DIR", str(link))
+    monkeypatch.setenv("WARP_CACHE_STRICT", "1")
     with pytest.raises(OSError):
 
         @cache(backend="shared")
@@ -119,6 +125,7 @@ def test_directory_open_to_others_is_refused(tmp_path, monkeypatch):
     loose.mkdir(mode=0o777)
     os.chmod(loose, 0o777)
     monkeypatch.setenv("WARP_CACHE_DIR", str(loose))
+    monkeypatch.setenv("WARP_CACHE_STRICT", "1")
     with pytest.raises(OSError, match="0700"):
 
         @cache(backend="shared")

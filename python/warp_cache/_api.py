@@ -275,6 +275,8 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         pickle.loads,
         # Tests and unusual deployments may move the files; the default is /dev/shm.
         os.environ.get("WARP_CACHE_DIR") or None,
+        # Unusable files are an error here, instead of a warning and an in-process cache.
+        os.environ.get("WARP_CACHE_STRICT", "") not in ("", "0"),
     )
 
 

@@ -66,13 +66,16 @@ fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
 }
 
 /// Wraps `func` in a shared-backend cached callable whose files live in `directory`
-/// (default: `/dev/shm/warp_cache-<uid>` on Linux, `$TMPDIR/warp_cache` on macOS). With an
-/// `identity`, the files are opened now; without one, at the first call, with the identity
-/// `settle()` returns then (the function reads module globals not bound yet).
+/// (default: the first usable of `crate::shared::default_dirs`). With an `identity`, the
+/// files are opened now; without one, at the first call, with the identity `settle()`
+/// returns then (the function reads module globals not bound yet). Files that cannot be
+/// opened raise `OSError` when `strict`; otherwise the cache warns once and serves from
+/// memory of this process.
 #[cfg(unix)]
 #[pyfunction]
 #[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, module, qualname,
-                    identity, settle, info_type, kw_mark, async_fill, dumps, loads, directory))]
+                    identity, settle, info_type, kw_mark, async_fill, dumps, loads, directory,
+                    strict))]
 #[allow(clippy::too_many_arguments)]
 fn make_shared_cache(
     py: Python<'_>,
@@ -91,11 +94,12 @@ fn make_shared_cache(
     dumps: Bound<'_, PyAny>,
     loads: Bound<'_, PyAny>,
     directory: Option<std::path::PathBuf>,
+    strict: bool,
 ) -> PyResult<Py<PyAny>> {
-    use crate::shared::{default_dir, Params};
+    use crate::shared::Params;
     let ttl_ns = ttl_nanos(ttl);
     let location = shared_backend::Location {
-        dir: directory.unwrap_or_else(default_dir),
+        dir: directory,
         module,
         qualname,
         params: Params {
@@ -104,18 +108,26 @@ fn make_shared_cache(
             max_value_size,
             ttl_ns,
         },
+        strict,
     };
     let store = match identity {
         Some(identity) => Some(location.open(identity).map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
-                "cannot open the shared cache for {}.{} in {}: {e}",
-                location.module,
-                location.qualname,
-                location.dir.display()
+                "cannot open the shared cache for {}: {e}",
+                location.function()
             ))
         })?),
         None => None,
     };
+    if let Some(e) = store.as_ref().and_then(|s| s.take_unusable()) {
+        // Attributed to the line that decorates: _make_shared, _decorate, the decorator.
+        let message = std::ffi::CString::new(format!(
+            "cannot open the shared cache for {}: {e}; caching in this process only",
+            location.function()
+        ))?;
+        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        PyErr::warn(py, &category, &message, 4)?;
+    }
     let pickler = convert::Pickler {
         dumps: own(py, dumps)?,
         loads: own(py, loads)?,

@@ -35,31 +35,59 @@ pub type Store = SharedStore<ProcessOwner, MappingGuard>;
 
 /// Where a cache's files are and how its identity is found.
 pub struct Location {
-    /// The directory of the files.
-    pub dir: PathBuf,
+    /// The directory of the files; `None`: the first usable default
+    /// (`crate::shared::default_dirs`).
+    pub dir: Option<PathBuf>,
     /// The function's module (`__main__` for scripts and their spawned workers).
     pub module: String,
     /// The function's qualified name.
     pub qualname: String,
     /// The file format's parameters.
     pub params: Params,
+    /// Files that cannot be opened are an error; else the cache serves from private memory
+    /// of this process (and warns once).
+    pub strict: bool,
 }
 
 impl Location {
+    /// `module.qualname`.
+    pub fn function(&self) -> String {
+        format!("{}.{}", self.module, self.qualname)
+    }
+
     /// Opens the files of identity `identity` (detached: creating a file may take a while)
-    /// and removes the files of the function's older identities that no process uses.
+    /// and removes the files of the function's older identities that no process uses. Not
+    /// `strict`: files that cannot be opened leave the store in private memory, and
+    /// [`Store::take_unusable`] says why.
     pub fn open(&self, identity: u64) -> std::io::Result<Store> {
         let stem = file_stem(&self.module, &self.qualname, identity);
-        let function = format!("{}.{}", self.module, self.qualname);
+        let function = self.function();
+        let (dir, params) = (self.dir.as_deref(), self.params);
         detached(|| {
-            let store = Store::open_named(&self.dir, &stem, &function, self.params, ProcessOwner)?;
-            if store.created() {
+            let store = if self.strict {
+                Store::open_named(dir, &stem, &function, params, ProcessOwner)?
+            } else {
+                Store::open_or_private(dir, &stem, &function, params, ProcessOwner)?
+            };
+            if let Some(dir) = store.created_in() {
                 let prefix = function_prefix(&self.module, &self.qualname);
                 // Best effort: a file that cannot be removed now goes on a later creation.
-                let _ = remove_stale(&self.dir, &prefix, Some(&stem));
+                let _ = remove_stale(&dir, &prefix, Some(&stem));
             }
             Ok(store)
         })
+    }
+
+    /// The error `open` failed with, as Python's `OSError`.
+    pub fn error(&self, err: std::io::Error) -> ErrSet {
+        let message = format!(
+            "cannot open the shared cache for {}: {err}",
+            self.function()
+        );
+        let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: a valid exception type and a NUL-terminated message; we are attached.
+        unsafe { ffi::PyErr_SetString(ffi::PyExc_OSError, text.as_ptr()) };
+        ErrSet
     }
 }
 
@@ -71,7 +99,7 @@ pub struct SharedBackend {
     location: Location,
     /// `settle() -> int`: the identity, computed again once the module has run.
     settle: Option<PyObj>,
-    /// The files could not be opened at the first call: calls compute, uncached.
+    /// Opening at the first call failed (strict mode): calls compute, uncached.
     unusable: AtomicBool,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
@@ -147,21 +175,29 @@ impl SharedBackend {
         match self.location.open(identity) {
             Ok(store) => {
                 let _ = self.store.set(store);
+                self.warn_if_unusable()?;
                 Ok(self.store.get())
             }
             Err(err) => {
+                // Strict mode, or not even private memory: this call raises, later calls
+                // compute without caching.
                 self.unusable.store(true, Ordering::Relaxed);
-                let message = format!(
-                    "warp_cache: cannot open the shared cache of {}.{} in {}: {err}; \
-                     calls compute without caching",
-                    self.location.module,
-                    self.location.qualname,
-                    self.location.dir.display()
-                );
-                warn(&message)?;
-                Ok(None)
+                Err(self.location.error(err))
             }
         }
+    }
+
+    /// Warns once if the files could not be (re)opened and the cache now serves from this
+    /// process's memory (at the first call, after a fork or a change of credentials). Off
+    /// the hit path: checked when opening, storing, clearing or reading the info.
+    pub fn warn_if_unusable(&self) -> PyResult<()> {
+        let Some(err) = self.store.get().and_then(Store::take_unusable) else {
+            return Ok(());
+        };
+        warn(&format!(
+            "cannot open the shared cache for {}: {err}; caching in this process only",
+            self.location.function()
+        ))
     }
 
     /// Stores encoded bytes with this cache's TTL. A live equal entry is replaced: this
@@ -175,7 +211,8 @@ impl SharedBackend {
     }
 }
 
-/// Issues a `RuntimeWarning` (an error if warnings are turned into errors).
+/// Issues a `RuntimeWarning` (an error if warnings are turned into errors), attributed to
+/// the caller of the cached function.
 fn warn(message: &str) -> PyResult<()> {
     let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
     // SAFETY: a valid category and NUL-terminated text; we are attached.
@@ -275,7 +312,7 @@ impl Backend for SharedBackend {
             return Ok(());
         }
         self.insert(&key, &bytes);
-        Ok(())
+        self.warn_if_unusable()
     }
 
     fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {
@@ -311,6 +348,7 @@ impl Backend for SharedBackend {
                 ..Default::default()
             },
         };
+        self.warn_if_unusable()?;
         info_tuple(
             info_type,
             &[
@@ -327,7 +365,9 @@ impl Backend for SharedBackend {
         let Some(store) = self.store()? else {
             return Ok(());
         };
-        if store.clear() {
+        let cleared = store.clear();
+        self.warn_if_unusable()?;
+        if cleared {
             Ok(())
         } else {
             Err(raise(

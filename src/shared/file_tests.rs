@@ -329,7 +329,7 @@ fn a_process_killed_inside_a_write_does_not_wedge_the_others() {
     // The child takes the lock, opens a write section and dies there.
     let status = in_child(|| {
         let Ok(mapping) = Mapping::open(
-            &dir,
+            Some(&dir),
             STEM,
             STEM,
             &Layout::new(params(4)).unwrap(),
@@ -368,8 +368,14 @@ fn a_live_owner_is_waited_for_not_robbed() {
     let quick = TestOwner::new(3);
     let store = SharedStore::open_with_owner(&dir, STEM, params(4), quick).unwrap();
     store.insert(b"k", b"v", 0, u64::MAX);
-    let mapping =
-        Mapping::open(&dir, STEM, STEM, &Layout::new(params(4)).unwrap(), &holder).unwrap();
+    let mapping = Mapping::open(
+        Some(&dir),
+        STEM,
+        STEM,
+        &Layout::new(params(4)).unwrap(),
+        &holder,
+    )
+    .unwrap();
     mapping.lock_words()[lock_word::OWNER].store(holder.id(), Ordering::SeqCst);
     assert_eq!(
         store.insert(b"k2", b"v", 0, u64::MAX),
@@ -393,9 +399,9 @@ fn stale_identities_are_removed_unless_a_mapping_holds_them() {
     let stem = |p: &str, identity: u64| format!("{p}{identity:016x}");
     let opened = |s: &str| SharedStore::open(&dir, s, params(4)).unwrap();
     let first = opened(&stem(&prefix, 1));
-    assert!(first.created());
+    assert!(first.created_in().is_some());
     assert!(
-        !opened(&stem(&prefix, 1)).created(),
+        opened(&stem(&prefix, 1)).created_in().is_none(),
         "a second open creates nothing"
     );
     drop(first);
@@ -430,9 +436,14 @@ fn stale_identities_are_removed_unless_a_mapping_holds_them() {
 #[test]
 fn lock_files_name_their_function() {
     let tmp = TempDir::new("named");
-    let store: SharedStore =
-        SharedStore::open_named(&tmp.cache(), STEM, "pkg.mod.Cls.f", params(4), ProcessOwner)
-            .unwrap();
+    let store: SharedStore = SharedStore::open_named(
+        Some(&tmp.cache()),
+        STEM,
+        "pkg.mod.Cls.f",
+        params(4),
+        ProcessOwner,
+    )
+    .unwrap();
     let bytes = fs::read(file(&tmp.cache(), "lock")).unwrap();
     let words: Vec<crate::sync::AtomicU64> = bytes
         .chunks(8)
@@ -450,7 +461,7 @@ fn inventory_lists_clears_and_purges() {
     let prefix = function_prefix("pkg.mod", "f");
     let stem = |identity: u64| format!("{prefix}{identity:016x}");
     let named = |s: &str| -> SharedStore {
-        SharedStore::open_named(&dir, s, "pkg.mod.f", params(4), ProcessOwner).unwrap()
+        SharedStore::open_named(Some(&dir), s, "pkg.mod.f", params(4), ProcessOwner).unwrap()
     };
     drop(named(&stem(1)));
     std::thread::sleep(std::time::Duration::from_millis(1100)); // last use is in seconds
@@ -487,4 +498,87 @@ fn inventory_lists_clears_and_purges() {
     drop(live);
     assert_eq!(inventory::purge(&dir, true).unwrap(), vec![stem(2)]);
     assert!(inventory::list(&dir).unwrap().is_empty());
+}
+
+#[test]
+fn files_that_cannot_be_opened_leave_a_private_cache_and_say_why_once() {
+    let tmp = TempDir::new("private");
+    fs::write(tmp.cache(), b"not a directory").unwrap();
+    let store: SharedStore =
+        SharedStore::open_or_private(Some(&tmp.cache()), STEM, STEM, params(4), ProcessOwner)
+            .unwrap();
+    let why = store.take_unusable().expect("the reason is kept");
+    assert!(
+        why.to_string().contains("cache"),
+        "names the directory: {why}"
+    );
+    assert!(store.take_unusable().is_none(), "said once");
+    assert_eq!(store.insert(b"k", b"v", 0, u64::MAX), InsertOutcome::Stored);
+    assert_eq!(store.get(b"k", 0).as_deref(), Some(&b"v"[..]));
+    assert_eq!(store.info().current_size, 1);
+    assert!(store.clear());
+    assert_eq!(fs::read(tmp.cache()).unwrap(), b"not a directory");
+}
+
+#[test]
+fn threads_creating_one_large_cache_at_once_all_open_it() {
+    let tmp = TempDir::new("race");
+    let dir = tmp.cache();
+    let stores: Vec<SharedStore> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| SharedStore::open(&dir, STEM, params(200_000))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(
+        stores[0].insert(b"k", b"v", 0, u64::MAX),
+        InsertOutcome::Stored
+    );
+    for store in &stores {
+        assert_eq!(store.get(b"k", 0).as_deref(), Some(&b"v"[..]), "one file");
+    }
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [format!("{STEM}.data"), format!("{STEM}.lock")]);
+}
+
+#[test]
+fn a_forked_child_reopens_instead_of_touching_the_parents_mapping() {
+    let tmp = TempDir::new("fork");
+    let store = open(&tmp.cache(), 4);
+    assert_eq!(
+        store.insert(b"k", b"parent", 0, u64::MAX),
+        InsertOutcome::Stored
+    );
+    let mut fds = [0; 2];
+    // SAFETY: a pipe, then a fork whose child uses the store (its own files, no locks held
+    // by other threads: this test has none), writes 8 bytes and exits.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let child = libc::fork();
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let hit = store.get(b"k", 0).as_deref() == Some(&b"parent"[..]);
+            let stored = store.insert(b"c", b"child", 0, u64::MAX) == InsertOutcome::Stored;
+            drop(store); // must not unmap what the child never had
+            let ok = u64::from(hit && stored);
+            libc::write(fds[1], (&ok as *const u64).cast(), 8);
+            libc::_exit(0);
+        }
+        let mut ok = 0u64;
+        assert_eq!(libc::read(fds[0], (&mut ok as *mut u64).cast(), 8), 8);
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        assert!(libc::WIFEXITED(status), "the child crashed: {status}");
+        assert_eq!(ok, 1, "the child reopened the files and shared the entries");
+    }
+    assert_eq!(store.get(b"c", 0).as_deref(), Some(&b"child"[..]));
 }

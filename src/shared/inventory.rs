@@ -151,7 +151,7 @@ pub fn clear(dir: &Path, stem: &str) -> io::Result<bool> {
         ttl_ns: (ttl != u64::MAX).then_some(ttl),
     };
     let store: SharedStore =
-        SharedStore::open_named(dir, stem, &row.function, params, ProcessOwner)?;
+        SharedStore::open_named(Some(dir), stem, &row.function, params, ProcessOwner)?;
     Ok(store.clear())
 }
 

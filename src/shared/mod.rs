@@ -6,8 +6,9 @@
 //! - `table`: the hash table, slots and SIEVE queue as operations on words.
 //! - [`Engine`]: get / insert / clear / info over a lock region and a data region, wherever
 //!   they live; [`HeapRegion`] puts them on the heap for tests and models.
-//! - `region`: the files (directory, create, check, map, recreate), [`default_dir`],
+//! - `region`: the files (directory, create, check, map, recreate), [`default_dirs`],
 //!   [`file_stem`], [`ProcessOwner`] (unix, real atomics only).
+//! - `process`: which process image (fork generation, credentials) made a mapping.
 //! - [`SharedStore`]: the API the Python layer calls; re-opens the files when they change.
 //! - [`inventory`]: the caches of a directory for the operator CLI (list, clear, purge).
 //!
@@ -17,6 +18,8 @@ mod engine;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub mod inventory;
 pub mod layout;
+#[cfg(all(unix, not(any(loom, shuttle))))]
+mod process;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 mod region;
 pub mod seqlock;
@@ -28,7 +31,9 @@ mod table;
 pub use engine::{Engine, HeapRegion, Info, InsertOutcome, Stale};
 pub use layout::{Params, TooLarge};
 #[cfg(all(unix, not(any(loom, shuttle))))]
-pub use region::{default_dir, file_stem, function_prefix, remove_stale, ProcessOwner};
+pub use region::{
+    default_dir, default_dirs, file_stem, function_prefix, remove_stale, ProcessOwner,
+};
 pub use seqlock::{LockOwner, Patience};
 
 /// A value copied out of the cache: up to 256 bytes stay in the buffer itself (make it on

@@ -15,15 +15,22 @@
 //! the generation move on their next operation and re-open. A bad lock file is replaced
 //! (rename over it, then mark the old one retired); its data file, recording the old lock's
 //! nonce, then gets recreated under the new lock, so a data file is only ever written under
-//! the lock it names.
+//! the lock it names. A new data file is allocated before the lock is taken (that can take
+//! long for a large cache); the lock covers only the re-check and the rename.
+//!
+//! Mappings are not inherited by forked children and are never touched by another process
+//! image (see [`super::process`]); [`Mapping::private`] is the in-process stand-in used when
+//! the files cannot be opened.
 
 use super::layout::{self, lock_word, Layout, LOCK_WORDS};
+use super::process::{self, Incarnation};
 use super::seqlock::{LockOwner, SeqLock};
 use crate::sync::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use std::ffi::CString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
@@ -42,19 +49,66 @@ const LOCK_BYTES: usize = LOCK_WORDS * 8;
 const OPEN_ATTEMPTS: usize = 8;
 /// Tries for a shared `flock` while a remover holds the exclusive one (200 µs apart).
 const FLOCK_ATTEMPTS: usize = 50;
+/// The longest wait for a peer creating the same cache after running out of space (see
+/// [`wait_for_peer`]); older temporary files are a crashed creator's leftovers.
+const PEER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The directory caches live in unless told otherwise: `/dev/shm/warp_cache-<uid>` on Linux,
-/// `$TMPDIR/warp_cache` on macOS, `<temp dir>/warp_cache-<uid>` elsewhere.
-pub fn default_dir() -> PathBuf {
+/// The directories tried, in order, when none is chosen: the first that [`Dir::open`] accepts
+/// (ours, mode 0700, not a symlink) holds the files. Another user can pre-create the first
+/// one (it is in a world-writable directory) but never the second.
+/// 1. `/dev/shm/warp_cache-<euid>` on Linux, `$TMPDIR/warp_cache` on macOS (a per-user
+///    directory there), `<temp dir>/warp_cache-<euid>` elsewhere;
+/// 2. `$XDG_RUNTIME_DIR/warp_cache`, when `$XDG_RUNTIME_DIR` is a directory owned by the
+///    effective user with mode 0700.
+pub fn default_dirs() -> Vec<PathBuf> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    if cfg!(target_os = "linux") && Path::new("/dev/shm").is_dir() {
-        return PathBuf::from(format!("/dev/shm/warp_cache-{uid}"));
+    let first = if cfg!(target_os = "linux") && Path::new("/dev/shm").is_dir() {
+        PathBuf::from(format!("/dev/shm/warp_cache-{uid}"))
+    } else {
+        match std::env::var_os("TMPDIR") {
+            Some(tmp) if cfg!(target_os = "macos") => PathBuf::from(tmp).join("warp_cache"),
+            _ => std::env::temp_dir().join(format!("warp_cache-{uid}")),
+        }
+    };
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute() && is_private_dir(dir, uid))
+        .map(|dir| dir.join("warp_cache"));
+    [Some(first), runtime].into_iter().flatten().collect()
+}
+
+/// The directory caches of this user go to by default: the first usable of
+/// [`default_dirs`] (the first, if none is: opening there then says why).
+pub fn default_dir() -> PathBuf {
+    locate(None).map_or_else(|_| default_dirs().swap_remove(0), |dir| dir.1)
+}
+
+/// A real directory (not a symlink) owned by `uid` that nobody else may enter.
+fn is_private_dir(path: &Path, uid: libc::uid_t) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0)
+}
+
+/// The directory to use: `chosen`, or the first usable of [`default_dirs`]. Errors name the
+/// directory (the first default's, when none is usable).
+fn locate(chosen: Option<&Path>) -> io::Result<Dir> {
+    let candidates = match chosen {
+        Some(dir) => vec![dir.to_owned()],
+        None => default_dirs(),
+    };
+    let mut first_error = None;
+    for dir in &candidates {
+        match Dir::open(dir) {
+            Ok(dir) => return Ok(dir),
+            Err(e) => {
+                first_error.get_or_insert_with(|| {
+                    io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+                });
+            }
+        }
     }
-    match std::env::var_os("TMPDIR") {
-        Some(tmp) if cfg!(target_os = "macos") => PathBuf::from(tmp).join("warp_cache"),
-        _ => std::env::temp_dir().join(format!("warp_cache-{uid}")),
-    }
+    Err(first_error.unwrap_or_else(|| io::Error::other("no directory for shared caches")))
 }
 
 /// A file-name-safe stem naming one identity of a cached function: its module and qualified
@@ -117,30 +171,39 @@ impl LockOwner for ProcessOwner {
     }
 }
 
-/// A pair of mapped cache files. The lock file stays open with a shared `flock` for as long
-/// as the mapping lives: that is how other processes tell a file in use from a stale one
-/// ([`remove_stale`], the operator CLI).
+/// A pair of mapped cache files (or, [`Mapping::private`], of anonymous memory), and the
+/// process image that mapped them.
 pub(crate) struct Mapping {
-    lock: MmapRaw,
-    data: MmapRaw,
+    lock: ManuallyDrop<MmapRaw>,
+    data: ManuallyDrop<MmapRaw>,
     generation: u64,
-    _in_use: File,
+    made_by: Incarnation,
+    /// The lock file, holding a shared `flock` while the mapping lives: how other processes
+    /// tell a file in use from a stale one ([`remove_stale`], the operator CLI). `None` for
+    /// private memory.
+    _in_use: Option<File>,
     /// This open made the lock file: the cache's identity is new in this directory.
     created: bool,
+    /// The directory the files are in (`None` for private memory).
+    dir: Option<PathBuf>,
 }
 
 impl Mapping {
-    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`;
+    /// Opens (creating or recreating as needed) the files of cache `stem` in `dir`, or in
+    /// the default directory (see [`default_dirs`]).
     /// `function` names the cache's function in a new lock file.
     pub(crate) fn open(
-        dir: &Path,
+        dir: Option<&Path>,
         stem: &str,
         function: &str,
         layout: &Layout,
         owner: &impl LockOwner,
     ) -> io::Result<Self> {
         check_stem(stem)?;
-        let dir = Dir::open(dir)?;
+        process::watch_forks();
+        let made_by = Incarnation::current();
+        let dir = locate(dir)?;
+        let mut out_of_space = None;
         let mut created = false;
         for _ in 0..OPEN_ATTEMPTS {
             let Some((lock, in_use)) = open_lock(&dir, stem, function, &mut created)? else {
@@ -148,18 +211,53 @@ impl Mapping {
             };
             if let Some((data, generation)) = open_data(&dir, stem, layout, words(&lock))? {
                 return Ok(Self {
-                    lock,
-                    data,
+                    lock: ManuallyDrop::new(lock),
+                    data: ManuallyDrop::new(data),
                     generation,
-                    _in_use: in_use,
+                    made_by,
+                    _in_use: Some(in_use),
                     created,
+                    dir: Some(dir.1.clone()),
                 });
             }
-            recreate_data(&dir, stem, layout, words(&lock), owner)?;
+            match recreate_data(&dir, stem, layout, words(&lock), owner) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Creators racing for little space can split it and all fail: back off
+                    // for a random while, so one of them gets it alone next time.
+                    out_of_space = Some(e);
+                    std::thread::sleep(std::time::Duration::from_micros(
+                        1000 + random_u64() % 15_000,
+                    ));
+                }
+                other => other?,
+            }
         }
-        Err(io::Error::other(format!(
-            "shared cache files for {stem:?} kept changing while opening"
-        )))
+        Err(out_of_space.unwrap_or_else(|| {
+            io::Error::other(format!(
+                "shared cache files for {stem:?} kept changing while opening"
+            ))
+        }))
+    }
+
+    /// An empty cache of `layout` in anonymous memory of this process only: what a cache
+    /// whose files cannot be opened serves from. Pages are committed as entries arrive.
+    pub(crate) fn private(layout: &Layout) -> io::Result<Self> {
+        process::watch_forks();
+        let made_by = Incarnation::current();
+        let (lock, data) = (anonymous(LOCK_BYTES)?, anonymous(layout.total_bytes())?);
+        layout::init_lock(words(&lock), random_u64(), "");
+        words(&lock)[lock_word::GENERATION].store(1, Ordering::Relaxed);
+        let nonce = words(&lock)[lock_word::NONCE].load(Ordering::Relaxed);
+        layout.init_data(words(&data), nonce, 1);
+        Ok(Self {
+            lock: ManuallyDrop::new(lock),
+            data: ManuallyDrop::new(data),
+            generation: 1,
+            made_by,
+            _in_use: None,
+            created: false,
+            dir: None,
+        })
     }
 
     /// The lock file's words.
@@ -180,6 +278,38 @@ impl Mapping {
     /// Whether this open created the cache's lock file.
     pub(crate) fn created(&self) -> bool {
         self.created
+    }
+
+    /// The directory of the files (`None` for private memory).
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether this process image may read the mapping: false in a forked child, which
+    /// did not inherit it. One relaxed load.
+    #[inline(always)]
+    pub(crate) fn readable_here(&self) -> bool {
+        self.made_by.same_fork()
+    }
+
+    /// Whether this process image may write the mapping: same fork, same credentials
+    /// (system calls).
+    pub(crate) fn writable_here(&self) -> bool {
+        self.made_by.is_current()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // In a forked child the addresses were not inherited (`MADV_DONTFORK`) and may hold
+        // another mapping by now: leave them alone.
+        if self.made_by.same_fork() {
+            // SAFETY: each field is dropped once, here, and never used again.
+            unsafe {
+                ManuallyDrop::drop(&mut self.lock);
+                ManuallyDrop::drop(&mut self.data);
+            }
+        }
     }
 }
 
@@ -207,11 +337,9 @@ fn check_stem(stem: &str) -> io::Result<()> {
     }
 }
 
-/// The cache directory, held open so every file operation is relative to the checked inode.
-pub(super) struct Dir {
-    file: File,
-    path: PathBuf,
-}
+/// The cache directory, held open so every file operation is relative to the checked inode
+/// (the path is only used to list it).
+pub(super) struct Dir(File, PathBuf);
 
 impl Dir {
     pub(super) fn open(path: &Path) -> io::Result<Self> {
@@ -229,20 +357,14 @@ impl Dir {
         if meta.uid() != uid || meta.mode() & 0o077 != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} must be a directory owned by uid {uid} with mode 0700",
-                    path.display()
-                ),
+                format!("not a directory owned by uid {uid} with mode 0700"),
             ));
         }
-        Ok(Self {
-            file: dir,
-            path: path.to_owned(),
-        })
+        Ok(Self(dir, path.to_owned()))
     }
 
     fn fd(&self) -> libc::c_int {
-        self.file.as_raw_fd()
+        self.0.as_raw_fd()
     }
 
     /// `openat` with `O_NOFOLLOW|O_CLOEXEC` added.
@@ -278,6 +400,25 @@ impl Dir {
         check(unsafe { libc::linkat(self.fd(), from.as_ptr(), self.fd(), to.as_ptr(), 0) })
     }
 
+    /// Whether another process is creating a file of cache `stem`: one of its temporary
+    /// files is there, made within [`PEER_PATIENCE`].
+    fn peer_creating(&self, stem: &str) -> bool {
+        let prefix = format!(".{stem}.");
+        let Ok(entries) = std::fs::read_dir(&self.1) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix)
+                && name.ends_with(".tmp")
+                && entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|made| made.elapsed().is_ok_and(|age| age < PEER_PATIENCE))
+        })
+    }
+
     fn unlink(&self, name: &str) -> io::Result<()> {
         let name = c_name(name)?;
         // SAFETY: valid directory descriptor and a NUL-terminated name that outlives the call.
@@ -307,7 +448,7 @@ impl Dir {
     pub(super) fn lock_stems(&self) -> io::Result<Vec<String>> {
         // Names only: every file is then opened relative to the checked descriptor.
         let mut stems = Vec::new();
-        for entry in std::fs::read_dir(&self.path)? {
+        for entry in std::fs::read_dir(&self.1)? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(stem) = name.strip_suffix(".lock") {
@@ -363,10 +504,11 @@ fn open_existing(dir: &Dir, name: &str) -> io::Result<Option<(File, u64)>> {
     let meta = file.metadata()?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    if !meta.file_type().is_file() || meta.uid() != uid {
+    // Only bytes this user alone can write are ever unpickled.
+    if !meta.file_type().is_file() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{name} is not a regular file owned by uid {uid}"),
+            format!("{name} is not a regular file owned by uid {uid} with mode 0600"),
         ));
     }
     Ok(Some((file, meta.len())))
@@ -374,7 +516,27 @@ fn open_existing(dir: &Dir, name: &str) -> io::Result<Option<(File, u64)>> {
 
 /// Maps `len` bytes of `file`, whose size the caller has checked to be exactly `len`.
 fn map(file: &File, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().len(len).map_raw(file)
+    let map = MmapOptions::new().len(len).map_raw(file)?;
+    not_inherited(&map);
+    Ok(map)
+}
+
+/// `len` zero bytes of this process's memory, committed as they are touched.
+fn anonymous(len: usize) -> io::Result<MmapRaw> {
+    let map = MmapRaw::from(MmapOptions::new().len(len).no_reserve_swap().map_anon()?);
+    not_inherited(&map);
+    Ok(map)
+}
+
+/// Keeps `map` out of forked children (Linux), once they can tell (see [`super::process`]).
+fn not_inherited(map: &MmapRaw) {
+    #[cfg(target_os = "linux")]
+    if process::watch_forks() {
+        // Should this fail, the child inherits the mapping but still never uses it.
+        let _ = map.advise(memmap2::Advice::DontFork);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = map;
 }
 
 /// A new file of `len` zero bytes under a fresh temporary name, mapped.
@@ -574,8 +736,9 @@ fn open_data(
         .then_some((data, generation)))
 }
 
-/// Under the lock: unless another process fixed it meanwhile, replaces the data file with an
-/// empty one of the next generation.
+/// Replaces a missing or unusable data file with an empty one of the next generation,
+/// unless another process did meanwhile. The new file is allocated before taking the lock,
+/// so a peer creating the same large cache never waits on our allocation.
 fn recreate_data(
     dir: &Dir,
     stem: &str,
@@ -583,6 +746,10 @@ fn recreate_data(
     lock: &[AtomicU64],
     owner: &impl LockOwner,
 ) -> io::Result<()> {
+    let fresh = match Fresh::create(dir, stem, layout.total_bytes()) {
+        Ok(fresh) => fresh,
+        Err(e) => return wait_for_peer(dir, stem, layout, lock, e),
+    };
     let seqlock = SeqLock::new(&lock[lock_word::SEQ], &lock[lock_word::OWNER]);
     let guard = seqlock.lock(owner).ok_or_else(|| {
         io::Error::new(
@@ -595,12 +762,12 @@ fn recreate_data(
         // below can fail, so nobody trusts it once the guard is dropped.
         lock[lock_word::GENERATION].fetch_add(1, Ordering::AcqRel);
     } else if open_data(dir, stem, layout, lock)?.is_some() {
+        // A peer published first; ours is unlinked when `fresh` drops.
         return Ok(());
     }
     let generation = lock[lock_word::GENERATION]
         .load(Ordering::Relaxed)
         .wrapping_add(1);
-    let fresh = Fresh::create(dir, stem, layout.total_bytes())?;
     layout.init_data(
         fresh.words(),
         lock[lock_word::NONCE].load(Ordering::Relaxed),
@@ -610,4 +777,33 @@ fn recreate_data(
     lock[lock_word::GENERATION].store(generation, Ordering::Release);
     drop(guard);
     Ok(())
+}
+
+/// After failing to allocate a data file with `error`: on `ENOSPC` while a peer is creating
+/// the same cache, the space is probably the peer's temporary file, soon the cache's data
+/// file: wait for it to be published (then `Ok`: open it), at most [`PEER_PATIENCE`]. With
+/// no peer at work, fail at once.
+fn wait_for_peer(
+    dir: &Dir,
+    stem: &str,
+    layout: &Layout,
+    lock: &[AtomicU64],
+    error: io::Error,
+) -> io::Result<()> {
+    if error.raw_os_error() != Some(libc::ENOSPC) {
+        return Err(error);
+    }
+    let deadline = std::time::Instant::now() + PEER_PATIENCE;
+    loop {
+        if open_data(dir, stem, layout, lock)?.is_some() {
+            return Ok(());
+        }
+        // A publisher renames its temporary file, then publishes the generation, both
+        // under the lock: while the lock is held, a publication may be under way.
+        let busy = lock[lock_word::OWNER].load(Ordering::Acquire) != 0;
+        if !(busy || dir.peer_creating(stem)) || std::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

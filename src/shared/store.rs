@@ -4,6 +4,12 @@
 //! mapping stale re-opens the files (under the write lock, once per staleness, whichever
 //! thread gets there first) and retries once. Failures degrade to misses and skipped
 //! inserts: a cache must never make a call fail.
+//!
+//! A mapping made by another process image is stale too: in a forked child (checked on
+//! every operation, one load) and after a change of credentials (checked before every
+//! write). When such a process cannot open the files under its own credentials, or a cache
+//! cannot open them at all ([`SharedStore::open_or_private`]), it serves from a private
+//! in-memory region with the same layout, and [`SharedStore::take_unusable`] says why once.
 
 use super::engine::{Engine, Info, InsertOutcome, Stale};
 use super::layout::{header, Layout, Params};
@@ -11,7 +17,7 @@ use super::region::{wall_seconds, Mapping, ProcessOwner};
 use super::seqlock::LockOwner;
 use super::ValueBuf;
 use crate::memory::ShardLock;
-use crate::sync::RwLock;
+use crate::sync::{AtomicBool, Mutex, Ordering, RwLock};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -28,17 +34,36 @@ pub struct Current {
 /// can use the same GIL-backed cell on GIL builds (where the interpreter lock already
 /// serializes every call, and a hit then takes no lock at all).
 pub struct SharedStore<O: LockOwner = ProcessOwner, L: ShardLock<Current> = RwLock<Current>> {
-    dir: PathBuf,
-    stem: String,
-    function: String,
     layout: Layout,
     owner: O,
     current: L,
+    /// Set while `files.unusable` holds an error (the check on the store path is one load).
+    has_unusable: AtomicBool,
+    files: Box<Files>,
+}
+
+/// What re-opening needs (boxed: not touched by lookups).
+struct Files {
+    /// The directory chosen by the user; `None`: the default of whoever opens.
+    dir: Option<PathBuf>,
+    stem: String,
+    /// The function's `module.qualname`, recorded in new lock files.
+    function: String,
+    /// Why the files could not be opened, until taken.
+    unusable: Mutex<Option<io::Error>>,
+}
+
+/// How an operation uses the mapping: every operation checks that this process image made
+/// it (one load); writes also check the credentials (system calls).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 impl SharedStore {
-    /// Opens or creates cache `stem` (see [`super::file_stem`]) in `dir` (see
-    /// [`super::default_dir`]). Files made with other parameters are recreated.
+    /// Opens or creates cache `stem` (see [`super::file_stem`]) in `dir`. Files made with
+    /// other parameters are recreated.
     pub fn open(dir: &Path, stem: &str, params: Params) -> io::Result<Self> {
         Self::open_with_owner(dir, stem, params, ProcessOwner)
     }
@@ -47,20 +72,26 @@ impl SharedStore {
 impl<O: LockOwner> SharedStore<O> {
     /// [`SharedStore::open`] with a chosen lock owner (tests simulate other processes).
     pub fn open_with_owner(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
-        Self::open_guarded(dir, stem, params, owner)
+        Self::open_guarded(Some(dir), stem, params, owner)
     }
 }
 
 impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
-    /// [`SharedStore::open_with_owner`] with a chosen guard of the process's mapping.
-    pub fn open_guarded(dir: &Path, stem: &str, params: Params, owner: O) -> io::Result<Self> {
+    /// [`SharedStore::open_with_owner`] with a chosen guard of the process's mapping, in
+    /// `dir` or (`None`) the first usable default directory (see [`super::default_dirs`]).
+    pub fn open_guarded(
+        dir: Option<&Path>,
+        stem: &str,
+        params: Params,
+        owner: O,
+    ) -> io::Result<Self> {
         Self::open_named(dir, stem, stem, params, owner)
     }
 
     /// [`SharedStore::open_guarded`], recording `function` (its `module.qualname`) in new
     /// files for the operator CLI.
     pub fn open_named(
-        dir: &Path,
+        dir: Option<&Path>,
         stem: &str,
         function: &str,
         params: Params,
@@ -69,19 +100,89 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         let layout =
             Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mapping = Mapping::open(dir, stem, function, &layout, &owner)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            stem: stem.to_owned(),
-            function: function.to_owned(),
+        Ok(Self::with_mapping(
+            dir, stem, function, layout, owner, mapping,
+        ))
+    }
+
+    /// [`SharedStore::open_guarded`], but files that cannot be opened leave the cache in
+    /// private memory of this process, with the reason kept for
+    /// [`SharedStore::take_unusable`]. Fails only if that memory cannot be had either.
+    pub fn open_or_private(
+        dir: Option<&Path>,
+        stem: &str,
+        function: &str,
+        params: Params,
+        owner: O,
+    ) -> io::Result<Self> {
+        let layout =
+            Layout::new(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (mapping, unusable) = match Mapping::open(dir, stem, function, &layout, &owner) {
+            Ok(mapping) => (mapping, None),
+            Err(e) => (Mapping::private(&layout)?, Some(e)),
+        };
+        let store = Self::with_mapping(dir, stem, function, layout, owner, mapping);
+        if let Some(e) = unusable {
+            store.note_unusable(e);
+        }
+        Ok(store)
+    }
+
+    fn with_mapping(
+        dir: Option<&Path>,
+        stem: &str,
+        function: &str,
+        layout: Layout,
+        owner: O,
+        mapping: Mapping,
+    ) -> Self {
+        Self {
             layout,
             owner,
             current: L::new(Current { mapping, opened: 0 }),
-        })
+            has_unusable: AtomicBool::new(false),
+            files: Box::new(Files {
+                dir: dir.map(Path::to_owned),
+                stem: stem.to_owned(),
+                function: function.to_owned(),
+                unusable: Mutex::new(None),
+            }),
+        }
     }
 
-    /// Whether opening created the cache's files (its identity is new in the directory).
-    pub fn created(&self) -> bool {
-        self.current.read().mapping.created()
+    fn note_unusable(&self, error: io::Error) {
+        *self
+            .files
+            .unusable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.has_unusable.store(true, Ordering::Release);
+    }
+
+    /// Why the files could not be opened, once, if they could not since the last call (the
+    /// cache then serves from private memory). One load when they could.
+    #[inline]
+    pub fn take_unusable(&self) -> Option<io::Error> {
+        if !self.has_unusable.load(Ordering::Acquire) {
+            return None;
+        }
+        self.has_unusable.store(false, Ordering::Relaxed);
+        self.files
+            .unusable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether opening created the cache's files (its identity is new in the directory), and
+    /// the directory they are in: where older identities may be left to remove.
+    pub fn created_in(&self) -> Option<PathBuf> {
+        let current = self.current.read();
+        let mapping = &current.mapping;
+        mapping
+            .created()
+            .then(|| mapping.dir().map(Path::to_owned))
+            .flatten()
     }
 
     /// The parameters the cache was opened with.
@@ -101,7 +202,7 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// up to the buffer's inline size); true on a hit, with the value in `out`.
     #[inline]
     pub fn get_into(&self, key: &[u8], now: u64, out: &mut ValueBuf) -> bool {
-        self.run(|engine| engine.get(key, now, out))
+        self.run(Access::Read, |engine| engine.get(key, now, out))
             .unwrap_or(false)
     }
 
@@ -125,7 +226,7 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         replace: bool,
     ) -> InsertOutcome {
         let seconds = wall_seconds();
-        self.run(|engine| {
+        self.run(Access::Write, |engine| {
             engine.touch(seconds);
             if replace {
                 engine.replace(key, value, now, expires_at, &self.owner)
@@ -136,15 +237,15 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         .unwrap_or(InsertOutcome::NotCached)
     }
 
-    /// Moves one of this process's counts from hits to misses (`to_hit` false) or back:
-    /// see [`Engine::recount`].
+    /// Moves one of this process's counts from misses to hits (`to_hit`) or back: see
+    /// [`Engine::recount`]. Counters are only read and added to, so a read access will do.
     pub fn recount(&self, to_hit: bool) {
         let (from, to) = if to_hit {
             (header::MISSES, header::HITS)
         } else {
             (header::HITS, header::MISSES)
         };
-        self.run(|engine| {
+        self.run(Access::Read, |engine| {
             engine.recount(from, to);
             Ok(())
         });
@@ -153,52 +254,78 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
     /// busy or the files could not be re-opened.
     pub fn clear(&self) -> bool {
-        self.run(|engine| engine.clear(&self.owner))
+        self.run(Access::Write, |engine| engine.clear(&self.owner))
             .unwrap_or(false)
     }
 
     /// Shared counters and sizes (zero counters if the files cannot be reached).
     pub fn info(&self) -> Info {
-        self.run(|engine| engine.info()).unwrap_or(Info {
-            max_size: u64::from(self.layout.params().capacity),
-            ..Info::default()
-        })
+        self.run(Access::Read, |engine| engine.info())
+            .unwrap_or(Info {
+                max_size: u64::from(self.layout.params().capacity),
+                ..Info::default()
+            })
     }
 
-    /// Runs `op` on the current mapping, re-opening once if it is stale.
+    /// Runs `op` on the current mapping, re-opening once if it is stale or was made by
+    /// another process image.
     #[inline(always)]
-    fn run<R>(&self, mut op: impl FnMut(&Engine<'_>) -> Result<R, Stale>) -> Option<R> {
+    fn run<R>(
+        &self,
+        access: Access,
+        mut op: impl FnMut(&Engine<'_>) -> Result<R, Stale>,
+    ) -> Option<R> {
         for _ in 0..2 {
             let opened = {
                 let current = self.current.read();
                 let mapping = &current.mapping;
-                let engine = Engine::new(
-                    &self.layout,
-                    mapping.lock_words(),
-                    mapping.data_words(),
-                    mapping.generation(),
-                )?;
-                match op(&engine) {
-                    Ok(result) => return Some(result),
-                    Err(Stale) => current.opened,
+                // Checked before the mapping is touched: in a forked child it is not there.
+                let usable = match access {
+                    Access::Read => mapping.readable_here(),
+                    Access::Write => mapping.writable_here(),
+                };
+                if usable {
+                    let engine = Engine::new(
+                        &self.layout,
+                        mapping.lock_words(),
+                        mapping.data_words(),
+                        mapping.generation(),
+                    )?;
+                    if let Ok(result) = op(&engine) {
+                        return Some(result);
+                    }
                 }
+                current.opened
             };
             self.reopen(opened).ok()?;
         }
         None
     }
 
-    /// Replaces the mapping numbered `stale`, unless another thread already has.
+    /// Replaces the mapping numbered `stale`, unless another thread already has. A process
+    /// image that may not use the old mapping at all falls back to private memory when the
+    /// files cannot be opened under its own credentials; otherwise the error is returned
+    /// and the next operation tries again.
+    #[cold]
     fn reopen(&self, stale: u64) -> io::Result<()> {
         let mut current = self.current.write();
         if current.opened == stale {
-            let mapping = Mapping::open(
-                &self.dir,
-                &self.stem,
-                &self.function,
+            let files = &self.files;
+            let mapping = match Mapping::open(
+                files.dir.as_deref(),
+                &files.stem,
+                &files.function,
                 &self.layout,
                 &self.owner,
-            )?;
+            ) {
+                Ok(mapping) => mapping,
+                Err(e) if !current.mapping.writable_here() => {
+                    let private = Mapping::private(&self.layout)?;
+                    self.note_unusable(e);
+                    private
+                }
+                Err(e) => return Err(e),
+            };
             *current = Current {
                 mapping,
                 opened: stale + 1,
