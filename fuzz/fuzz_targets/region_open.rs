@@ -20,6 +20,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use warp_cache::shared::layout::{lock_word, Layout};
@@ -275,7 +277,14 @@ fn open_files(
     }
     for (suffix, bytes) in [("lock", lock), ("data", data)] {
         if let Some(bytes) = bytes {
-            std::fs::write(dir.join(format!("{STEM}.{suffix}")), bytes).expect("write file");
+            // Mode 0600, as the store makes them: it refuses files others could write.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(format!("{STEM}.{suffix}")))
+                .expect("create file");
+            file.write_all(bytes).expect("write file");
         }
     }
     SharedStore::open_with_owner(dir, STEM, params, Owner).ok()
