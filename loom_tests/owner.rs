@@ -66,6 +66,7 @@ impl LockOwner for Process {
             spins: 1,
             attempts: 3,
             check_every: 1,
+            budget_ns: 0,
         }
     }
 }

@@ -44,6 +44,7 @@ impl LockOwner for EveryoneIsDead {
             spins: 1,
             attempts: 2,
             check_every: 1,
+            budget_ns: 0,
         }
     }
 }

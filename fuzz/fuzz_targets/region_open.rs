@@ -51,6 +51,7 @@ impl LockOwner for Owner {
             spins: 2,
             attempts: 6,
             check_every: 2,
+            budget_ns: 0,
         }
     }
 }

@@ -372,7 +372,7 @@ impl Backend for SharedBackend {
         } else {
             Err(raise(
                 Exc::Runtime,
-                c"shared cache is locked by another live process; cache_clear() gave up",
+                c"shared cache is locked by another live process that made no progress for 100 ms (stopped or stuck?); cache_clear() gave up, nothing was cleared",
             ))
         }
     }

@@ -2,21 +2,26 @@
 //! mapped files in production ([`super::SharedStore`]), boxed words in tests and models
 //! ([`HeapRegion`]).
 //!
-//! Lookups run inside a seqlock read and take no lock. Inserts and clears take the write
-//! lock; one that finds the last write torn, or the data inconsistent, resets the region
-//! (drops every entry) and carries on. Every operation first checks that this mapping is
-//! still the current file ([`Stale`] otherwise: the owner re-opens and retries).
+//! Lookups take no lock and never look at the write lock: each validates the one slot it
+//! reads by that slot's version. Inserts and clears take the write lock; one that finds the
+//! last section torn (its writer died or panicked), or the data inconsistent, repairs the
+//! region from the slots that are whole (losing only the entries that writer was changing)
+//! and carries on. Every operation first checks that this mapping is still the current file
+//! ([`Stale`] otherwise: the owner re-opens and retries).
 
 use super::layout::{
     self, header, lock_word, Layout, Params, TooLarge, COUNTER_STRIPES, DATA_MAGIC, LOCK_MAGIC,
     LOCK_WORDS,
 };
-use super::seqlock::{LockOwner, SeqLock};
+use super::seqlock::{LockOwner, Patience, SeqLock};
 use super::table::{Corrupt, Table};
 use super::ValueBuf;
 use crate::codec::key_hash;
 use crate::sieve::SieveQueue;
 use crate::sync::{AtomicU64, Ordering};
+
+/// How many times longer than a store a clear waits for the lock.
+pub const CLEAR_PATIENCE: u32 = 100;
 
 /// This mapping is no longer the cache's current file: re-open it and try again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,11 +151,7 @@ impl<'a> Engine<'a> {
         let hit = if key.len() > self.layout.params().max_key_size as usize {
             None
         } else {
-            let hash = key_hash(key);
-            let table = self.table;
-            self.seqlock()
-                .read(|| table.read(hash, key, now, out))
-                .flatten()
+            self.table.read(key_hash(key), key, now, out)
         };
         match hit {
             Some(i) => {
@@ -215,10 +216,17 @@ impl<'a> Engine<'a> {
                 .put(hash, key, value, now, expires_at, replace)
                 .is_err()
             {
-                self.table.reset();
-                // An empty region has room and a clear table: this cannot fail, and if
-                // it somehow did the entry would just not be cached.
-                let _ = self.put(hash, key, value, now, expires_at, replace);
+                // Words no correct writer leaves: rebuild from the whole slots, and if even
+                // that leaves something inconsistent, start empty (an empty region has room
+                // and a clear table, so the last try cannot fail).
+                self.table.repair();
+                if self
+                    .put(hash, key, value, now, expires_at, replace)
+                    .is_err()
+                {
+                    self.table.reset();
+                    let _ = self.put(hash, key, value, now, expires_at, replace);
+                }
             }
         })?;
         Ok(match stored {
@@ -228,9 +236,10 @@ impl<'a> Engine<'a> {
     }
 
     /// Drops every entry and zeroes the counters, for every process. False if the lock
-    /// stayed busy.
+    /// stayed busy (a clear waits [`CLEAR_PATIENCE`] times longer than a store).
     pub fn clear(&self, owner: &impl LockOwner) -> Result<bool, Stale> {
-        let cleared = self.write(owner, || {
+        let patience = owner.patience().stretched(CLEAR_PATIENCE);
+        let cleared = self.write_with(owner, patience, || {
             self.table.reset();
             let stripes = (0..COUNTER_STRIPES).flat_map(|s| {
                 [header::HITS, header::MISSES].map(|which| header::counter(s, which))
@@ -259,24 +268,34 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs `change` in a write section; `None` if the lock stayed busy.
-    fn write<R>(
+    pub(super) fn write<R>(
         &self,
         owner: &impl LockOwner,
         change: impl FnOnce() -> R,
     ) -> Result<Option<R>, Stale> {
-        let Some(guard) = self.seqlock().lock(owner) else {
+        self.write_with(owner, owner.patience(), change)
+    }
+
+    /// [`Engine::write`] waiting for the lock within `patience`.
+    fn write_with<R>(
+        &self,
+        owner: &impl LockOwner,
+        patience: Patience,
+        change: impl FnOnce() -> R,
+    ) -> Result<Option<R>, Stale> {
+        let Some(guard) = self.seqlock().lock_with(owner, patience) else {
             return Ok(None);
         };
         if !self.is_current() {
             if guard.torn() {
-                // The torn file is the current one, which this process has not mapped:
-                // a new generation makes the next opener recreate it.
-                self.lock[lock_word::GENERATION].fetch_add(1, Ordering::AcqRel);
+                // The torn section is in the current file, which this process has not
+                // mapped: leave it marked torn for a holder that has (this one re-opens).
+                guard.release_torn();
             }
             return Err(Stale);
         }
         if guard.torn() {
-            self.table.reset();
+            self.table.repair();
         }
         let result = change();
         drop(guard);
@@ -351,6 +370,11 @@ impl HeapRegion {
     /// The cache over these regions.
     pub fn engine(&self) -> Engine<'_> {
         Engine::new(&self.layout, &self.lock, &self.data, 1).expect("regions sized by the layout")
+    }
+
+    /// The layout of the regions.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// The lock region's words (tests and models poke at them).

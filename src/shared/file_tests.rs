@@ -8,7 +8,7 @@ use super::*;
 use crate::sieve::reference::xorshift;
 use crate::sync::Ordering;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A directory removed when the test ends; the cache directory inside is made by the store.
@@ -344,9 +344,9 @@ fn a_process_killed_inside_a_write_does_not_wedge_the_others() {
     });
     assert_eq!(status, 0);
     assert_eq!(
-        parent.get(b"before", 0),
-        None,
-        "readers give up on the torn region"
+        parent.get(b"before", 0).as_deref(),
+        Some(&b"v"[..]),
+        "readers check slots, not the lock: the dead writer touched no slot"
     );
     assert_eq!(
         parent.insert(b"after", b"v", 0, u64::MAX),
@@ -354,7 +354,11 @@ fn a_process_killed_inside_a_write_does_not_wedge_the_others() {
         "the dead owner is taken over"
     );
     assert_eq!(parent.get(b"after", 0).as_deref(), Some(&b"v"[..]));
-    assert_eq!(parent.get(b"before", 0), None, "the torn region was reset");
+    assert_eq!(
+        parent.get(b"before", 0).as_deref(),
+        Some(&b"v"[..]),
+        "the repair keeps whole slots"
+    );
 }
 
 #[test]
@@ -581,4 +585,28 @@ fn a_forked_child_reopens_instead_of_touching_the_parents_mapping() {
         assert_eq!(ok, 1, "the child reopened the files and shared the entries");
     }
     assert_eq!(store.get(b"c", 0).as_deref(), Some(&b"child"[..]));
+}
+
+#[test]
+fn a_late_replacer_never_renames_over_a_lock_file_others_already_use() {
+    let tmp = TempDir::new("late_replacer");
+    let dir = tmp.cache();
+    drop(open(&dir, 4));
+    // A lock file of the wrong size, which process A opens to inspect...
+    fs::write(file(&dir, "lock"), b"short").unwrap();
+    let inspected = fs::File::open(file(&dir, "lock")).unwrap();
+    // ...while process B replaces it and starts using the new one.
+    let b = open(&dir, 4);
+    b.insert(b"k", b"v", 0, u64::MAX);
+    let in_use = fs::metadata(file(&dir, "lock")).unwrap().ino();
+    // A, late, must not put yet another lock file in place of B's.
+    let checked = super::region::Dir::open(&dir).unwrap();
+    assert!(!super::region::replace_lock(&checked, STEM, STEM, &inspected).unwrap());
+    assert_eq!(fs::metadata(file(&dir, "lock")).unwrap().ino(), in_use);
+    let a = open(&dir, 4);
+    assert_eq!(
+        a.get(b"k", 0).as_deref(),
+        Some(&b"v"[..]),
+        "A joins B's cache"
+    );
 }

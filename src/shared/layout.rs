@@ -22,12 +22,14 @@
 //!   (a damaged word whose low half is 0 counts as empty everywhere).
 //!   Removal is backward-shift deletion, so there are no tombstones and probe chains never
 //!   degrade under churn;
-//! - `CAPACITY` slot heads of 16 words (two cache lines) side by side: `LENS`
-//!   (`value_len << 32 | key_len`), `EXPIRES` (CLOCK_MONOTONIC ns, `u64::MAX` = never),
-//!   `CHECKSUM` (of lengths, expiry, key and value), `VISITED`, the first 11 data words, and
-//!   last `LINKS` (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none);
+//! - `CAPACITY` slot heads of 16 words (two cache lines) side by side: `VERSION` (even while
+//!   the slot is whole, odd while a writer changes it: readers validate each slot on its own,
+//!   never on the lock file's `SEQ`), `LENS` (`value_len << 32 | key_len`), `EXPIRES`
+//!   (CLOCK_MONOTONIC ns, `u64::MAX` = never), `CHECKSUM` (of lengths, expiry, key and
+//!   value), the first 10 data words, `VISITED`, and last `LINKS` (`older << 32 | newer`,
+//!   SIEVE neighbours, `u32::MAX` = none);
 //! - `CAPACITY` overflows of `OVERFLOW_WORDS` words (whole cache lines; none when the largest
-//!   entry fits a head) holding each slot's data words beyond the first 11.
+//!   entry fits a head) holding each slot's data words beyond the first 10.
 //!
 //! An entry's data words are its key padded to whole words, then its value padded to whole
 //! words. Keeping the heads dense means a lookup of a small entry touches only its head,
@@ -51,7 +53,7 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
 /// First word of a lock file: `b"WARPLOCK"`.
 pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
 /// Bumped whenever either file format changes; other versions are recreated.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 
 /// Words in the lock file.
 pub const LOCK_WORDS: usize = lock_word::NAME + 1 + NAME_WORDS;
@@ -138,19 +140,26 @@ pub mod header {
 }
 
 /// Word offsets inside a slot's head (see the module docs).
-pub(crate) mod slot {
-    pub const LENS: usize = 0;
-    pub const EXPIRES: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    pub const VISITED: usize = 3;
+pub mod slot {
+    /// Even while the slot is whole, odd while a writer changes it (`seqlock::Version`).
+    pub const VERSION: usize = 0;
+    /// `value_len << 32 | key_len`.
+    pub const LENS: usize = 1;
+    /// Expiry, CLOCK_MONOTONIC ns (`u64::MAX`: never).
+    pub const EXPIRES: usize = 2;
+    /// Of lengths, expiry, key and value.
+    pub const CHECKSUM: usize = 3;
     /// The first data word (key words, then value words) kept in the head.
     pub const DATA: usize = 4;
-    /// SIEVE links: written by writers only, so kept out of the first cache line.
+    /// SIEVE's visited bit, set by readers: in the second line, so the first line (what a
+    /// hit reads) is written by writers only.
+    pub const VISITED: usize = 14;
+    /// SIEVE links: written by writers only.
     pub const LINKS: usize = 15;
     /// Words in a slot's head: two cache lines.
     pub const HEAD_WORDS: usize = 16;
     /// Data words kept in the head; the rest of a larger entry is in the slot's overflow.
-    pub const INLINE_DATA: usize = LINKS - DATA;
+    pub const INLINE_DATA: usize = VISITED - DATA;
 }
 
 /// The parameters a shared cache is created with; a file made with others is recreated.
@@ -271,13 +280,13 @@ impl Layout {
     }
 
     /// Index of word `field` of slot `i`'s head (`i < capacity`, `field < HEAD_WORDS`).
-    pub(crate) fn slot_word(&self, i: u32, field: usize) -> usize {
+    pub fn slot_word(&self, i: u32, field: usize) -> usize {
         self.heads + i as usize * slot::HEAD_WORDS + field
     }
 
     /// Index of data word `n` of slot `i` (`i < capacity`, `n` below the largest entry's
     /// data words).
-    pub(crate) fn data_word(&self, i: u32, n: usize) -> usize {
+    pub fn data_word(&self, i: u32, n: usize) -> usize {
         if n < slot::INLINE_DATA {
             self.slot_word(i, slot::DATA + n)
         } else {
@@ -408,15 +417,15 @@ mod tests {
     fn sizes_and_offsets() {
         let layout = Layout::new(params(5)).unwrap();
         assert_eq!(layout.table_size(), 16);
-        // 2 key words + 13 value words: 11 in the head, 4 overflow (rounded to a line).
+        // 2 key words + 13 value words: 10 in the head, 5 overflow (rounded to a line).
         assert_eq!(layout.data_words, 15);
         assert_eq!(layout.overflow_words(), 8);
         assert_eq!(layout.slot_word(0, 0), HEADER_WORDS + 16);
         assert_eq!(layout.data_word(1, 0), HEADER_WORDS + 16 + 16 + slot::DATA);
-        assert_eq!(layout.data_word(1, 10), HEADER_WORDS + 16 + 32 - 2);
-        assert_eq!(layout.data_word(0, 11), HEADER_WORDS + 16 + 5 * 16);
+        assert_eq!(layout.data_word(1, 9), HEADER_WORDS + 16 + 32 - 3);
+        assert_eq!(layout.data_word(0, 10), HEADER_WORDS + 16 + 5 * 16);
         assert_eq!(layout.total_words(), HEADER_WORDS + 16 + 5 * (16 + 8));
-        assert_eq!(layout.data_word(4, 14), layout.total_words() - 8 + 3);
+        assert_eq!(layout.data_word(4, 14), layout.total_words() - 8 + 4);
         let small = Layout::new(Params {
             max_key_size: 16,
             max_value_size: 64,
@@ -426,11 +435,11 @@ mod tests {
         assert_eq!(small.overflow_words(), 0, "2 + 8 data words fit the head");
         let spill = Layout::new(Params {
             max_key_size: 16,
-            max_value_size: 80,
+            max_value_size: 72,
             ..params(5)
         })
         .unwrap();
-        assert_eq!(spill.overflow_words(), 8, "2 + 10 data words do not");
+        assert_eq!(spill.overflow_words(), 8, "2 + 9 data words do not");
         assert_eq!(Layout::new(params(0)).unwrap().table_size(), 8);
     }
 

@@ -367,6 +367,23 @@ impl Dir {
         self.0.as_raw_fd()
     }
 
+    /// Runs `f` holding the directory's exclusive `flock`: how processes replacing or
+    /// removing a cache's files take turns between checking a name and renaming or unlinking
+    /// it. `None` if others held it for all of [`FLOCK_ATTEMPTS`] tries (holders only stat
+    /// and rename, so that means something is wrong: the caller looks again later).
+    fn exclusively<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<Option<R>> {
+        for _ in 0..FLOCK_ATTEMPTS {
+            if try_flock(&self.0, libc::LOCK_EX)? {
+                let result = f();
+                // SAFETY: a valid open descriptor; flock has no memory arguments.
+                unsafe { libc::flock(self.fd(), libc::LOCK_UN) };
+                return result.map(Some);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        Ok(None)
+    }
+
     /// `openat` with `O_NOFOLLOW|O_CLOEXEC` added.
     fn open_file(&self, name: &str, flags: libc::c_int) -> io::Result<File> {
         let name = c_name(name)?;
@@ -467,16 +484,22 @@ impl Dir {
         let Some((file, _)) = open_existing(self, &lock_name)? else {
             return Ok(false);
         };
-        if !try_flock(&file, libc::LOCK_EX)? || !self.same_file(&lock_name, &file) {
+        if !try_flock(&file, libc::LOCK_EX)? {
             return Ok(false);
         }
-        // Data first: a lock file without data is recreated like a missing pair.
-        match self.unlink(&format!("{stem}.data")) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        self.unlink(&lock_name)?;
-        Ok(true)
+        let removed = self.exclusively(|| {
+            // A replacer may have renamed a new lock file over the name meanwhile.
+            if !self.same_file(&lock_name, &file) {
+                return Ok(false);
+            }
+            // Data first: a lock file without data is recreated like a missing pair.
+            match self.unlink(&format!("{stem}.data")) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            self.unlink(&lock_name).map(|()| true)
+        })?;
+        Ok(removed == Some(true))
     }
 }
 
@@ -636,7 +659,7 @@ fn open_lock(
         return Ok(None);
     };
     if len != LOCK_BYTES as u64 {
-        new_lock(dir, stem, function)?.replace(&name)?;
+        replace_lock(dir, stem, function, &file)?;
         return Ok(None);
     }
     if !hold_in_use(dir, &name, &file)? {
@@ -647,10 +670,28 @@ fn open_lock(
         words(&lock)[lock_word::LAST_USE].store(wall_seconds(), Ordering::Relaxed);
         return Ok(Some((lock, file)));
     }
-    new_lock(dir, stem, function)?.replace(&name)?;
-    // Anyone still holding the old file learns it is gone.
-    words(&lock)[lock_word::RETIRED].store(1, Ordering::Release);
+    if replace_lock(dir, stem, function, &file)? {
+        // Anyone still holding the old file learns it is gone.
+        words(&lock)[lock_word::RETIRED].store(1, Ordering::Release);
+    }
     Ok(None)
+}
+
+/// Puts a new lock file in place of the unusable one `old` was opened on, unless the name
+/// no longer leads to `old` (another process replaced it first: its file may be in use
+/// already, and renaming over it would split the processes between two lock files).
+/// True if this call replaced it.
+pub(super) fn replace_lock(dir: &Dir, stem: &str, function: &str, old: &File) -> io::Result<bool> {
+    let name = format!("{stem}.lock");
+    let fresh = new_lock(dir, stem, function)?;
+    let replaced = dir.exclusively(|| {
+        if dir.same_file(&name, old) {
+            fresh.replace(&name).map(|()| true)
+        } else {
+            Ok(false)
+        }
+    })?;
+    Ok(replaced == Some(true))
 }
 
 fn new_lock<'d>(dir: &'d Dir, stem: &str, function: &str) -> io::Result<Fresh<'d>> {

@@ -12,7 +12,17 @@
 //! A writer that has waited a while asks whether the owner still lives; if not, it takes
 //! the lock over by swapping the dead id for its own. A dead writer may have left the data
 //! half-written, and the sequence says so: an odd `SEQ` found on acquiring means the last
-//! write section never finished, which [`WriteGuard::torn`] reports so the store resets.
+//! write section never finished, which [`WriteGuard::torn`] reports so the store repairs.
+//! A section that panics, or that ends without repairing what it found torn
+//! ([`WriteGuard::release_torn`]), frees the lock but leaves `SEQ` odd for the next writer.
+//!
+//! A live owner that does not progress (stopped, swapped out) is waited for at most
+//! [`Patience::budget_ns`]; a writer that gave up on one remembers it
+//! ([`LockOwner::stuck_memo`]) and gives up at once while the same section stays open.
+//!
+//! The same even/odd protocol guards each slot of the shared store on its own word
+//! ([`Version`]): readers of a slot never look at `SEQ`, so a writer stopped inside a section
+//! costs readers only the slot it was writing.
 
 use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
 
@@ -34,6 +44,12 @@ pub trait LockOwner {
     fn patience(&self) -> Patience {
         Patience::DEFAULT
     }
+
+    /// Where this writer remembers the last section it gave up waiting for (see
+    /// [`SeqLock::lock`]); `None` to always wait the whole patience.
+    fn stuck_memo(&self) -> Option<&AtomicU64> {
+        None
+    }
 }
 
 /// Bounds on waiting for the lock: a writer that cannot get it skips its write.
@@ -43,26 +59,110 @@ pub struct Patience {
     pub spins: u32,
     /// Attempts in all before giving up.
     pub attempts: u32,
-    /// Ask whether the owner lives every this many attempts (at least 1).
+    /// Ask whether the owner lives (and read the clock) every this many attempts (at least 1).
     pub check_every: u32,
+    /// Give up once this many nanoseconds have passed since the first attempt; 0 for no
+    /// time bound (models, which have no clock).
+    pub budget_ns: u64,
 }
 
 impl Patience {
-    /// Production bounds: a short spin, then yields for some milliseconds, checking the
-    /// owner's liveness now and then.
+    /// Production bounds: a short spin, then yields for at most a millisecond, checking
+    /// the owner's liveness now and then. Sections last microseconds; a holder that keeps
+    /// the lock longer is stopped or descheduled, and a store can be skipped.
     pub const DEFAULT: Patience = if cfg!(any(loom, shuttle)) {
         Patience {
             spins: 1,
             attempts: 4,
             check_every: 2,
+            budget_ns: 0,
         }
     } else {
         Patience {
             spins: 64,
-            attempts: 100_000,
-            check_every: 256,
+            attempts: 1_000_000,
+            check_every: 32,
+            budget_ns: 1_000_000,
         }
     };
+
+    /// These bounds stretched `factor` times, for operations worth a longer wait than a
+    /// store (a clear the caller asked for).
+    pub const fn stretched(self, factor: u32) -> Patience {
+        Patience {
+            attempts: self.attempts.saturating_mul(factor),
+            budget_ns: self.budget_ns.saturating_mul(factor as u64),
+            ..self
+        }
+    }
+}
+
+/// A slot's version word: even while the slot is whole, odd while a writer (who holds the
+/// store's lock) changes it. Readers copy a slot between [`Version::begin_read`] and
+/// [`Version::validate`]; the copy counts only if no write overlapped it.
+#[derive(Clone, Copy)]
+pub struct Version<'a> {
+    word: &'a AtomicU64,
+    /// loom builds only: see [`SeqLock::broken_without_read_fence`].
+    #[cfg(loom)]
+    skip_read_fence: bool,
+}
+
+impl<'a> Version<'a> {
+    /// The version kept in `word`.
+    #[inline(always)]
+    pub fn new(word: &'a AtomicU64) -> Self {
+        Self {
+            word,
+            #[cfg(loom)]
+            skip_read_fence: false,
+        }
+    }
+
+    /// A read starts: the version to validate against, `None` while a write is open.
+    #[inline(always)]
+    pub fn begin_read(&self) -> Option<u64> {
+        let before = self.word.load(Ordering::Acquire);
+        (before & 1 == 0).then_some(before)
+    }
+
+    /// Whether the relaxed loads made since `begin_read` returned `before` saw no write.
+    #[inline(always)]
+    pub fn validate(&self, before: u64) -> bool {
+        // Orders the copy's loads before the re-check: if the copy saw any store of a write,
+        // the re-check sees at least that write's odd version.
+        #[cfg(loom)]
+        if self.skip_read_fence {
+            return self.word.load(Ordering::Relaxed) == before;
+        }
+        fence(Ordering::Acquire);
+        self.word.load(Ordering::Relaxed) == before
+    }
+
+    /// A write starts (the caller holds the store's lock): the version becomes odd before
+    /// any of the write's stores. An odd version (a writer died inside) stays odd.
+    #[inline]
+    pub fn begin_write(&self) {
+        // Only lock holders change versions, so this sees the last holder's final store.
+        let now = self.word.load(Ordering::Relaxed);
+        if now & 1 == 0 {
+            self.word.store(now.wrapping_add(1), Ordering::Relaxed);
+        }
+        // Orders the odd version before every store of the write (pairs with `validate`).
+        fence(Ordering::Release);
+    }
+
+    /// The write ends: the version becomes even, publishing the write's stores.
+    #[inline]
+    pub fn end_write(&self) {
+        let now = self.word.load(Ordering::Relaxed);
+        self.word.store(now.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Whether no write is open (for a lock holder checking what a dead writer left).
+    pub fn is_even(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & 1 == 0
+    }
 }
 
 /// The seqlock over two words of a lock file.
@@ -103,12 +203,11 @@ impl<'a> SeqLock<'a> {
     /// everything it reads, and neither panic nor loop on inconsistent data. Its result is
     /// returned only when the sequence shows no write overlapped it.
     pub fn read<R>(&self, mut copy: impl FnMut() -> R) -> Option<R> {
+        let version = self.version();
         for attempt in 0..READ_ATTEMPTS {
-            let before = self.seq.load(Ordering::Acquire);
-            if before & 1 == 0 {
+            if let Some(before) = version.begin_read() {
                 let result = copy();
-                self.read_fence();
-                if self.seq.load(Ordering::Relaxed) == before {
+                if version.validate(before) {
                     return Some(result);
                 }
             }
@@ -117,24 +216,39 @@ impl<'a> SeqLock<'a> {
         None
     }
 
-    /// Orders the copy's loads before the re-check: if the copy saw any store of a write
-    /// section, the re-check sees at least that section's odd sequence.
-    #[inline]
-    fn read_fence(&self) {
-        #[cfg(loom)]
-        if self.skip_read_fence {
-            return;
+    /// The sequence word as a [`Version`] (the protocol is the same).
+    fn version(&self) -> Version<'a> {
+        Version {
+            word: self.seq,
+            #[cfg(loom)]
+            skip_read_fence: self.skip_read_fence,
         }
-        fence(Ordering::Acquire);
     }
 
     /// Takes the lock for `owner` and opens a write section; `None` if it stayed busy for
     /// all of `owner.patience()`.
     pub fn lock(&self, owner: &impl LockOwner) -> Option<WriteGuard<'a>> {
+        self.lock_with(owner, owner.patience())
+    }
+
+    /// [`SeqLock::lock`] with other bounds on waiting.
+    ///
+    /// A writer that gave up notes the section it waited for in `owner.stuck_memo()`; while
+    /// that same section is still open (same owner, same sequence), later attempts try once,
+    /// ask once whether the owner lives, and give up without waiting.
+    pub fn lock_with(&self, owner: &impl LockOwner, patience: Patience) -> Option<WriteGuard<'a>> {
         let id = owner.id();
-        let patience = owner.patience();
         let check_every = patience.check_every.max(1);
-        for attempt in 0..patience.attempts {
+        let memo = owner.stuck_memo();
+        let mut attempts = patience.attempts;
+        if let Some(memo) = memo {
+            let seen = self.section_mark();
+            if seen != 0 && memo.load(Ordering::Relaxed) == seen {
+                attempts = attempts.min(1);
+            }
+        }
+        let started = (patience.budget_ns != 0).then(crate::clock::monotonic_nanos);
+        for attempt in 0..attempts {
             let holder =
                 match self
                     .owner
@@ -143,18 +257,38 @@ impl<'a> SeqLock<'a> {
                     Ok(_) => return Some(self.open_section()),
                     Err(holder) => holder,
                 };
-            if attempt % check_every == check_every - 1
-                && !owner.is_alive(holder)
-                && self
-                    .owner
-                    .compare_exchange(holder, id, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Some(self.open_section());
+            let last = attempt + 1 == attempts;
+            if attempt % check_every == check_every - 1 || last {
+                if !owner.is_alive(holder)
+                    && self
+                        .owner
+                        .compare_exchange(holder, id, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Some(self.open_section());
+                }
+                if started.is_some_and(|t| {
+                    crate::clock::monotonic_nanos().saturating_sub(t) >= patience.budget_ns
+                }) {
+                    break;
+                }
             }
             backoff(attempt, patience.spins);
         }
+        if let Some(memo) = memo {
+            memo.store(self.section_mark(), Ordering::Relaxed);
+        }
         None
+    }
+
+    /// The open section as one word (holder and sequence mixed), 0 when the lock is free.
+    fn section_mark(&self) -> u64 {
+        let holder = self.owner.load(Ordering::Relaxed);
+        if holder == 0 {
+            return 0;
+        }
+        let seq = self.seq.load(Ordering::Relaxed);
+        (holder.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq) | 1
     }
 
     /// With the lock held: makes the sequence odd and notes whether it already was.
@@ -181,7 +315,8 @@ fn backoff(attempt: u32, spins: u32) {
     }
 }
 
-/// An open write section; dropping it makes the sequence even and frees the lock.
+/// An open write section; dropping it makes the sequence even and frees the lock (unless
+/// the section panicked: then the sequence stays odd, so the next writer repairs).
 pub struct WriteGuard<'a> {
     lock: SeqLock<'a>,
     torn: bool,
@@ -189,14 +324,28 @@ pub struct WriteGuard<'a> {
 
 impl WriteGuard<'_> {
     /// True when the previous holder died inside a write section: the data may be torn and
-    /// must be reset before anything else reads it as consistent.
+    /// must be repaired before anything else trusts it.
     pub fn torn(&self) -> bool {
         self.torn
+    }
+
+    /// Frees the lock but leaves the section open (odd sequence): for a holder that found
+    /// the section torn and cannot repair it (its mapping is stale), so the next holder of
+    /// the current data does.
+    pub fn release_torn(self) {
+        let lock = self.lock;
+        std::mem::forget(self);
+        lock.owner.store(0, Ordering::Release);
     }
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The section may have stopped half-way: keep it marked torn.
+            self.lock.owner.store(0, Ordering::Release);
+            return;
+        }
         let seq = self.lock.seq.load(Ordering::Relaxed);
         // Publishes the section's data stores to readers that see the even sequence.
         self.lock.seq.store(seq.wrapping_add(1), Ordering::Release);
@@ -228,6 +377,7 @@ mod tests {
                 spins: 2,
                 attempts: 20,
                 check_every: 4,
+                budget_ns: 0,
             }
         }
     }

@@ -17,7 +17,7 @@ use super::region::{wall_seconds, Mapping, ProcessOwner};
 use super::seqlock::LockOwner;
 use super::ValueBuf;
 use crate::memory::ShardLock;
-use crate::sync::{AtomicBool, Mutex, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,31 @@ pub struct SharedStore<O: LockOwner = ProcessOwner, L: ShardLock<Current> = RwLo
     current: L,
     /// Set while `files.unusable` holds an error (the check on the store path is one load).
     has_unusable: AtomicBool,
+    /// The write section this process last gave up waiting for (see
+    /// [`LockOwner::stuck_memo`]): while a stopped writer holds the lock, stores skip at once.
+    stuck: AtomicU64,
     files: Box<Files>,
+}
+
+/// A lock owner that remembers the section it gave up on in its store.
+struct Remembering<'a, O> {
+    owner: &'a O,
+    memo: &'a AtomicU64,
+}
+
+impl<O: LockOwner> LockOwner for Remembering<'_, O> {
+    fn id(&self) -> u64 {
+        self.owner.id()
+    }
+    fn is_alive(&self, owner: u64) -> bool {
+        self.owner.is_alive(owner)
+    }
+    fn patience(&self) -> super::seqlock::Patience {
+        self.owner.patience()
+    }
+    fn stuck_memo(&self) -> Option<&AtomicU64> {
+        Some(self.memo)
+    }
 }
 
 /// What re-opening needs (boxed: not touched by lookups).
@@ -141,12 +165,20 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
             owner,
             current: L::new(Current { mapping, opened: 0 }),
             has_unusable: AtomicBool::new(false),
+            stuck: AtomicU64::new(0),
             files: Box::new(Files {
                 dir: dir.map(Path::to_owned),
                 stem: stem.to_owned(),
                 function: function.to_owned(),
                 unusable: Mutex::new(None),
             }),
+        }
+    }
+
+    fn remembering(&self) -> Remembering<'_, O> {
+        Remembering {
+            owner: &self.owner,
+            memo: &self.stuck,
         }
     }
 
@@ -226,12 +258,13 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         replace: bool,
     ) -> InsertOutcome {
         let seconds = wall_seconds();
+        let owner = self.remembering();
         self.run(Access::Write, |engine| {
             engine.touch(seconds);
             if replace {
-                engine.replace(key, value, now, expires_at, &self.owner)
+                engine.replace(key, value, now, expires_at, &owner)
             } else {
-                engine.insert(key, value, now, expires_at, &self.owner)
+                engine.insert(key, value, now, expires_at, &owner)
             }
         })
         .unwrap_or(InsertOutcome::NotCached)
@@ -254,6 +287,7 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
     /// busy or the files could not be re-opened.
     pub fn clear(&self) -> bool {
+        // The whole (longer) wait, even for a writer this process saw stuck before.
         self.run(Access::Write, |engine| engine.clear(&self.owner))
             .unwrap_or(false)
     }

@@ -1,14 +1,18 @@
 //! The data file's contents as operations on words: the hash table, the slots, and the SIEVE
 //! queue threaded through them (see [`super::layout`] for the encodings).
 //!
-//! Readers run [`Table::find`] and [`Table::read_live`] inside a seqlock read, where a write
-//! may be half done: both use only relaxed loads, check every index and length against the
-//! process's own [`Layout`], and loop at most `table_size` times. Everything else runs under
-//! the write lock and reports data it cannot make sense of as [`Corrupt`], after which the
-//! caller resets the region. Damaged words can thus cost entries, never memory safety, a
-//! panic, or a wrong value (keys are compared byte for byte and values checksummed).
+//! Readers ([`Table::read`]) take no lock: they probe the table, then copy the slot they
+//! found between two reads of its version ([`Version`]), so a write elsewhere (or a writer
+//! stopped in the middle of one) never disturbs them. They use only relaxed loads, check
+//! every index and length against the process's own [`Layout`], and loop at most
+//! `table_size` times. Everything else runs under the write lock and reports data it cannot
+//! make sense of as [`Corrupt`], after which the caller rebuilds the table from the slots
+//! that are whole ([`Table::repair`]). Damaged words can thus cost entries, never memory
+//! safety, a panic, or a wrong value (keys are compared byte for byte and values
+//! checksummed).
 
 use super::layout::{header, slot, split_entry, table_entry, Layout, Params};
+use super::seqlock::{Version, READ_ATTEMPTS};
 use super::ValueBuf;
 use crate::codec::{key_hash_of_words, words};
 use crate::sieve::{Ends, Link, SieveQueue, NIL};
@@ -58,7 +62,12 @@ struct SlotWords<'a> {
     overflow: &'a [AtomicU64],
 }
 
-impl SlotWords<'_> {
+impl<'a> SlotWords<'a> {
+    #[inline(always)]
+    fn version(&self) -> Version<'a> {
+        Version::new(&self.head[slot::VERSION])
+    }
+
     #[inline(always)]
     fn field(&self, field: usize) -> u64 {
         self.head[field].load(Ordering::Relaxed)
@@ -91,13 +100,16 @@ fn holds_key(slot: SlotWords<'_>, key: &[u8]) -> bool {
 /// first, so every data word read lies inside the slot.
 #[inline(always)]
 fn read_live(slot: SlotWords<'_>, params: Params, now: u64, out: &mut ValueBuf) -> bool {
+    let expires = slot.field(slot::EXPIRES);
+    expires > now && read_whole(slot, params, expires, out)
+}
+
+/// [`read_live`] whatever the expiry (`expires`, already loaded).
+#[inline(always)]
+fn read_whole(slot: SlotWords<'_>, params: Params, expires: u64, out: &mut ValueBuf) -> bool {
     let lens = slot.field(slot::LENS);
     let (key_len, value_len) = (lens as u32 as usize, (lens >> 32) as usize);
-    let expires = slot.field(slot::EXPIRES);
-    if value_len > params.max_value_size as usize
-        || key_len > params.max_key_size as usize
-        || expires <= now
-    {
+    if value_len > params.max_value_size as usize || key_len > params.max_key_size as usize {
         return false;
     }
     let mut sum = Checksum::new(lens, expires);
@@ -159,12 +171,29 @@ impl<'a> Table<'a> {
     }
 
     /// The hit path: the slot holding `key` (hash `hash`) if it is live at `now` and its
-    /// checksum matches, with its value copied into `out`. One probe, each slot's words
-    /// bounds-checked once.
+    /// checksum matches, with its value copied into `out`. The copy counts only if the
+    /// slot's version shows no write overlapped it; a slot being written is retried a few
+    /// times, then reads as a miss.
     #[inline(always)]
     pub(crate) fn read(&self, hash: u64, key: &[u8], now: u64, out: &mut ValueBuf) -> Option<u32> {
-        let (i, slot) = self.probe(hash, key)?;
-        read_live(slot, self.layout.params(), now, out).then_some(i)
+        for attempt in 0..READ_ATTEMPTS {
+            let (i, slot) = self.probe(hash, key)?;
+            let version = slot.version();
+            if let Some(before) = version.begin_read() {
+                // The key is compared again inside the validated copy: `probe` may have
+                // matched words of a write in progress.
+                let hit = holds_key(slot, key) && read_live(slot, self.layout.params(), now, out);
+                if version.validate(before) {
+                    return hit.then_some(i);
+                }
+            }
+            if attempt >= READ_ATTEMPTS / 2 {
+                crate::sync::yield_now();
+            } else {
+                crate::sync::spin_hint();
+            }
+        }
+        None
     }
 
     /// The slot holding `key` and that slot's words.
@@ -203,8 +232,11 @@ impl<'a> Table<'a> {
         read_live(self.slot(i), self.layout.params(), now, out)
     }
 
-    /// Writes a whole entry into slot `i` (not its links or visited bit). Sizes are checked.
+    /// Writes a whole entry into slot `i` (not its links or visited bit), between the
+    /// slot's version turning odd and even again. Sizes are checked.
     pub(crate) fn write_entry(&self, i: u32, key: &[u8], value: &[u8], expires: u64) {
+        let version = self.slot(i).version();
+        version.begin_write();
         let lens = (value.len() as u64) << 32 | key.len() as u64;
         self.slot_store(i, slot::LENS, lens);
         self.slot_store(i, slot::EXPIRES, expires);
@@ -214,6 +246,96 @@ impl<'a> Table<'a> {
             self.store(self.layout.data_word(i, n), word);
         }
         self.slot_store(i, slot::CHECKSUM, sum.finish());
+        version.end_write();
+    }
+
+    /// Whether slot `i` holds a whole entry: no write left open in it, lengths within the
+    /// limits, checksum matching (expired entries are whole too).
+    fn is_whole(&self, i: u32) -> bool {
+        let slot = self.slot(i);
+        slot.version().is_even()
+            && read_whole(
+                slot,
+                self.layout.params(),
+                slot.field(slot::EXPIRES),
+                &mut ValueBuf::new(),
+            )
+    }
+
+    /// Copies whole slot `from` into slot `to` (its entry words, not its links).
+    fn copy_slot(&self, from: u32, to: u32) {
+        let version = self.slot(to).version();
+        version.begin_write();
+        for field in [slot::LENS, slot::EXPIRES, slot::CHECKSUM, slot::VISITED] {
+            self.slot_store(to, field, self.slot_load(from, field));
+        }
+        let lens = self.slot_load(from, slot::LENS);
+        let data_words = (lens as u32 as usize).div_ceil(8) + ((lens >> 32) as usize).div_ceil(8);
+        for n in 0..data_words {
+            self.store(
+                self.layout.data_word(to, n),
+                self.load(self.layout.data_word(from, n)),
+            );
+        }
+        version.end_write();
+    }
+
+    /// Rebuilds the table, the SIEVE queue and the length from the slots that hold whole
+    /// entries, after a writer died (or panicked) inside a section or left words this
+    /// process cannot make sense of: the entries it was changing are lost, the others kept.
+    /// Whole slots are packed to the front in order (a key held twice is kept once);
+    /// the queue is rebuilt in slot order. Counters are kept.
+    pub(crate) fn repair(&self) {
+        let occupied = self
+            .load(header::LEN)
+            .min(u64::from(self.layout.capacity())) as u32;
+        for pos in 0..self.layout.table_size() {
+            self.store(self.layout.table_word(pos), 0);
+        }
+        let mut kept = 0;
+        for i in 0..occupied {
+            if !self.is_whole(i) {
+                continue;
+            }
+            let Ok(hash) = self.hash_of(i) else { continue };
+            if self.holds_key_of(hash, i) {
+                continue;
+            }
+            if i != kept {
+                self.copy_slot(i, kept);
+            }
+            if self.table_insert(hash, kept).is_err() {
+                break;
+            }
+            kept += 1;
+        }
+        self.set_len(kept);
+        let mut queue = self.queue();
+        queue.set_ends(Ends::EMPTY);
+        for i in 0..kept {
+            queue.push_newest(i);
+        }
+    }
+
+    /// Whether the table already names a slot whose key equals slot `i`'s (hash `hash`).
+    fn holds_key_of(&self, hash: u64, i: u32) -> bool {
+        let key_len = self.slot_load(i, slot::LENS) as u32 as usize;
+        let mut pos = hash as usize & self.mask();
+        for _ in 0..self.layout.table_size() {
+            let (found, tag) = split_entry(self.load(self.layout.table_word(pos)));
+            let Some(j) = found else { return false };
+            if tag == hash as u32
+                && j < self.layout.capacity()
+                && self.slot_load(j, slot::LENS) as u32 as usize == key_len
+                && (0..key_len.div_ceil(8)).all(|n| {
+                    self.load(self.layout.data_word(j, n)) == self.load(self.layout.data_word(i, n))
+                })
+            {
+                return true;
+            }
+            pos = (pos + 1) & self.mask();
+        }
+        false
     }
 
     /// The hash of the key stored in slot `i` (`i < capacity`), recomputed from its bytes;

@@ -11,6 +11,8 @@ pub(super) struct TestOwner {
     pub(super) id: u64,
     pub(super) dead: Vec<u64>,
     pub(super) patience: Patience,
+    /// How many times it was asked whether an owner lives.
+    pub(super) asked: std::sync::atomic::AtomicU32,
 }
 
 impl TestOwner {
@@ -22,7 +24,9 @@ impl TestOwner {
                 spins: 4,
                 attempts: 64,
                 check_every: 8,
+                budget_ns: 0,
             },
+            asked: Default::default(),
         }
     }
 }
@@ -32,6 +36,7 @@ impl LockOwner for TestOwner {
         self.id
     }
     fn is_alive(&self, owner: u64) -> bool {
+        self.asked.fetch_add(1, Ordering::Relaxed);
         !self.dead.contains(&owner)
     }
     fn patience(&self) -> Patience {
@@ -298,24 +303,43 @@ fn engine_refuses_regions_of_the_wrong_length() {
     assert!(Engine::new(&layout, r.lock_words(), data, 1).is_some());
 }
 
-#[test]
-fn dead_writer_mid_write_is_taken_over_and_region_reset() {
-    let r = region(4);
-    put(&r, b"old", b"v", 0, u64::MAX);
-    // Writer 77 died inside a write section: lock held, sequence odd.
-    let lock = r.lock_words();
-    lock[lock_word::OWNER].store(77, Ordering::Relaxed);
+/// Marks `region` as if writer `owner` died inside a section that was rewriting slot
+/// `victim`: lock held, sequence odd, the slot's version odd and a data word changed.
+fn die_writing_slot(region: &HeapRegion, owner: u64, victim: u32) {
+    let lock = region.lock_words();
+    lock[lock_word::OWNER].store(owner, Ordering::Relaxed);
     lock[lock_word::SEQ].fetch_add(1, Ordering::Relaxed);
+    let layout = region.layout();
+    let data = region.data_words();
+    data[layout.slot_word(victim, layout::slot::VERSION)].fetch_add(1, Ordering::Relaxed);
+    data[layout.data_word(victim, 0)].fetch_xor(0xFF, Ordering::Relaxed);
+}
+
+#[test]
+fn dead_writer_mid_write_costs_only_the_slot_it_was_writing() {
+    let r = region(4);
+    for key in [&b"a"[..], b"b", b"c"] {
+        put(&r, key, key, 0, u64::MAX);
+    }
+    // Writer 77 died rewriting slot 1 (key "b").
+    die_writing_slot(&r, 77, 1);
     assert_eq!(
-        get(&r, b"old", 0),
-        None,
-        "readers give up on an odd sequence"
+        get(&r, b"a", 0).as_deref(),
+        Some(&b"a"[..]),
+        "other slots hit"
     );
+    assert_eq!(
+        get(&r, b"c", 0).as_deref(),
+        Some(&b"c"[..]),
+        "other slots hit"
+    );
+    assert_eq!(get(&r, b"b", 0), None, "the slot being written misses");
 
     let alive = TestOwner::new(1);
     assert_eq!(
         r.engine().insert(b"new", b"v", 0, u64::MAX, &alive),
-        Ok(InsertOutcome::NotCached)
+        Ok(InsertOutcome::NotCached),
+        "a live owner is never robbed"
     );
 
     let survivor = TestOwner {
@@ -326,11 +350,166 @@ fn dead_writer_mid_write_is_taken_over_and_region_reset() {
         r.engine().insert(b"new", b"v", 0, u64::MAX, &survivor),
         Ok(InsertOutcome::Stored)
     );
+    let lock = r.lock_words();
     assert_eq!(lock[lock_word::OWNER].load(Ordering::Relaxed), 0);
     assert_eq!(lock[lock_word::SEQ].load(Ordering::Relaxed) % 2, 0);
-    assert_eq!(get(&r, b"new", 0).as_deref(), Some(&b"v"[..]));
-    assert_eq!(get(&r, b"old", 0), None, "a torn region is reset");
     r.check_invariants();
+    assert_eq!(get(&r, b"new", 0).as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get(&r, b"a", 0).as_deref(),
+        Some(&b"a"[..]),
+        "kept by the repair"
+    );
+    assert_eq!(
+        get(&r, b"c", 0).as_deref(),
+        Some(&b"c"[..]),
+        "kept by the repair"
+    );
+    assert_eq!(get(&r, b"b", 0), None, "the torn slot is dropped");
+    assert_eq!(r.engine().info().unwrap().current_size, 3);
+}
+
+#[test]
+fn repair_keeps_whole_slots_drops_torn_and_duplicate_ones() {
+    let r = region(8);
+    for key in [&b"a"[..], b"b", b"c", b"d", b"e"] {
+        put(&r, key, key, 0, u64::MAX);
+    }
+    let layout = Layout::new(params(8)).unwrap();
+    let data = r.data_words();
+    // Slot 4 ("e") becomes a second copy of slot 0 ("a"), slot 2 is torn, and the table,
+    // length and queue are garbage.
+    for n in 0..layout::slot::HEAD_WORDS {
+        if n != layout::slot::LINKS {
+            let word = data[layout.slot_word(0, n)].load(Ordering::Relaxed);
+            data[layout.slot_word(4, n)].store(word, Ordering::Relaxed);
+        }
+    }
+    data[layout.slot_word(2, layout::slot::VERSION)].fetch_add(1, Ordering::Relaxed);
+    for pos in 0..layout.table_size() {
+        data[layout.table_word(pos)].store(0x0BAD_0000_0003, Ordering::Relaxed);
+    }
+    data[header::TAIL].store(3, Ordering::Relaxed);
+    r.lock_words()[lock_word::SEQ].fetch_add(1, Ordering::Relaxed);
+    assert_eq!(put(&r, b"f", b"f", 0, u64::MAX), InsertOutcome::Stored);
+    r.check_invariants();
+    let held: Vec<_> = [&b"a"[..], b"b", b"c", b"d", b"e", b"f"]
+        .into_iter()
+        .filter(|k| get(&r, k, 0).as_deref() == Some(*k))
+        .collect();
+    assert_eq!(held, [&b"a"[..], b"b", b"d", b"f"]);
+}
+
+#[test]
+fn a_stale_mapping_that_finds_a_torn_section_leaves_it_torn() {
+    let r = region(4);
+    put(&r, b"a", b"a", 0, u64::MAX);
+    die_writing_slot(&r, 77, 0);
+    let survivor = TestOwner {
+        dead: vec![77],
+        ..TestOwner::new(1)
+    };
+    // Another process replaced the data file (generation 2): this mapping is stale.
+    let lock = r.lock_words();
+    lock[lock_word::GENERATION].store(2, Ordering::Relaxed);
+    assert_eq!(
+        r.engine().insert(b"k", b"v", 0, u64::MAX, &survivor),
+        Err(Stale)
+    );
+    assert_eq!(
+        lock[lock_word::GENERATION].load(Ordering::Relaxed),
+        2,
+        "no new generation"
+    );
+    assert_eq!(
+        lock[lock_word::OWNER].load(Ordering::Relaxed),
+        0,
+        "lock freed"
+    );
+    assert_eq!(
+        lock[lock_word::SEQ].load(Ordering::Relaxed) % 2,
+        1,
+        "still torn for the current mapping's next writer"
+    );
+}
+
+#[test]
+fn a_panic_inside_a_write_section_leaves_it_torn_and_the_next_writer_repairs() {
+    let r = region(4);
+    put(&r, b"a", b"a", 0, u64::MAX);
+    let engine = r.engine();
+    let owner = TestOwner::new(1);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = engine.write(&owner, || panic!("inside the section"));
+    }));
+    assert!(panicked.is_err());
+    let lock = r.lock_words();
+    assert_eq!(lock[lock_word::OWNER].load(Ordering::Relaxed), 0);
+    assert_eq!(
+        lock[lock_word::SEQ].load(Ordering::Relaxed) % 2,
+        1,
+        "marked torn"
+    );
+    assert_eq!(put(&r, b"b", b"b", 0, u64::MAX), InsertOutcome::Stored);
+    assert_eq!(lock[lock_word::SEQ].load(Ordering::Relaxed) % 2, 0);
+    assert_eq!(get(&r, b"a", 0).as_deref(), Some(&b"a"[..]));
+    r.check_invariants();
+}
+
+#[test]
+fn a_stuck_live_writer_is_waited_for_once_then_skipped_at_once() {
+    let r = region(4);
+    put(&r, b"a", b"a", 0, u64::MAX);
+    let lock = r.lock_words();
+    lock[lock_word::OWNER].store(77, Ordering::Relaxed);
+    lock[lock_word::SEQ].fetch_add(1, Ordering::Relaxed);
+    let memo = crate::sync::AtomicU64::new(0);
+    let owner = Remembers(TestOwner::new(1), &memo);
+    assert_eq!(
+        r.engine().insert(b"k", b"v", 0, u64::MAX, &owner),
+        Ok(InsertOutcome::NotCached)
+    );
+    assert_ne!(
+        memo.load(Ordering::Relaxed),
+        0,
+        "the stuck section is remembered"
+    );
+    let asked = owner.0.asked.load(Ordering::Relaxed);
+    assert_eq!(
+        r.engine().insert(b"k", b"v", 0, u64::MAX, &owner),
+        Ok(InsertOutcome::NotCached)
+    );
+    assert_eq!(
+        owner.0.asked.load(Ordering::Relaxed),
+        asked + 1,
+        "one look, no waiting"
+    );
+    assert_eq!(get(&r, b"a", 0).as_deref(), Some(&b"a"[..]), "hits go on");
+    // The writer moves on: the memo no longer matches, writes wait normally again.
+    lock[lock_word::SEQ].fetch_add(1, Ordering::Relaxed);
+    lock[lock_word::OWNER].store(0, Ordering::Relaxed);
+    assert_eq!(
+        r.engine().insert(b"k", b"v", 0, u64::MAX, &owner),
+        Ok(InsertOutcome::Stored)
+    );
+}
+
+/// A test owner with a stuck memo.
+struct Remembers<'a>(TestOwner, &'a crate::sync::AtomicU64);
+
+impl LockOwner for Remembers<'_> {
+    fn id(&self) -> u64 {
+        self.0.id()
+    }
+    fn is_alive(&self, owner: u64) -> bool {
+        self.0.is_alive(owner)
+    }
+    fn patience(&self) -> Patience {
+        self.0.patience()
+    }
+    fn stuck_memo(&self) -> Option<&crate::sync::AtomicU64> {
+        Some(self.1)
+    }
 }
 
 #[test]
