@@ -610,3 +610,38 @@ fn a_late_replacer_never_renames_over_a_lock_file_others_already_use() {
         "A joins B's cache"
     );
 }
+
+#[test]
+fn a_stuck_holder_never_stops_others_from_opening_when_the_data_file_must_be_replaced() {
+    let tmp = TempDir::new("stuck_open");
+    let dir = tmp.cache();
+    let holder = TestOwner::new(2);
+    let stuck = SharedStore::open_with_owner(&dir, STEM, params(4), TestOwner::new(2)).unwrap();
+    let mapping = Mapping::open(
+        Some(&dir),
+        STEM,
+        STEM,
+        &Layout::new(params(4)).unwrap(),
+        &holder,
+    )
+    .unwrap();
+    // Process 2 (alive) stops inside a section, and the data file is gone.
+    mapping.lock_words()[lock_word::OWNER].store(holder.id(), Ordering::SeqCst);
+    mapping.lock_words()[lock_word::SEQ].fetch_add(1, Ordering::SeqCst);
+    fs::remove_file(file(&dir, "data")).unwrap();
+    let opener = SharedStore::open_with_owner(&dir, STEM, params(4), TestOwner::new(3))
+        .expect("opening does not depend on a stuck holder");
+    assert_eq!(
+        opener.insert(b"k", b"v", 0, u64::MAX),
+        InsertOutcome::Stored,
+        "a new pair of files, free of the stuck holder"
+    );
+    assert_eq!(
+        mapping.lock_words()[lock_word::RETIRED].load(Ordering::SeqCst),
+        1,
+        "the old lock file is retired"
+    );
+    // The stuck process, resumed, follows to the new files.
+    mapping.lock_words()[lock_word::OWNER].store(0, Ordering::SeqCst);
+    assert_eq!(stuck.get(b"k", 0).as_deref(), Some(&b"v"[..]));
+}

@@ -49,6 +49,8 @@ const LOCK_BYTES: usize = LOCK_WORDS * 8;
 const OPEN_ATTEMPTS: usize = 8;
 /// Tries for a shared `flock` while a remover holds the exclusive one (200 µs apart).
 const FLOCK_ATTEMPTS: usize = 50;
+/// How many times longer than a store an opener waits for the lock to replace a data file.
+const RECREATE_PATIENCE: u32 = 100;
 /// The longest wait for a peer creating the same cache after running out of space (see
 /// [`wait_for_peer`]); older temporary files are a crashed creator's leftovers.
 const PEER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -221,6 +223,14 @@ impl Mapping {
                 });
             }
             match recreate_data(&dir, stem, layout, words(&lock), owner) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A live process keeps the lock without progress (stopped?) while the
+                    // data file needs replacing: start a new pair of files rather than
+                    // fail. Users of the old lock file see it retired and follow.
+                    if replace_lock(&dir, stem, function, &in_use)? {
+                        words(&lock)[lock_word::RETIRED].store(1, Ordering::Release);
+                    }
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     // Creators racing for little space can split it and all fail: back off
                     // for a random while, so one of them gets it alone next time.
@@ -792,7 +802,8 @@ fn recreate_data(
         Err(e) => return wait_for_peer(dir, stem, layout, lock, e),
     };
     let seqlock = SeqLock::new(&lock[lock_word::SEQ], &lock[lock_word::OWNER]);
-    let guard = seqlock.lock(owner).ok_or_else(|| {
+    let patience = owner.patience().stretched(RECREATE_PATIENCE);
+    let guard = seqlock.lock_with(owner, patience).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::WouldBlock,
             format!("shared cache {stem:?} stays locked"),
