@@ -8,6 +8,7 @@ module state that changes between deploys, parameters, stale files, honest count
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import subprocess
 import sys
@@ -399,18 +400,27 @@ def _refuse():
     raise RuntimeError("cannot be rebuilt here")
 
 
-def test_an_entry_that_cannot_be_decoded_is_a_miss_and_is_replaced():
-    calls = []
+_make_calls = itertools.count()
 
-    @cache(backend="shared")
+
+def _define_make():
+    # The same code each time: two decorations of it are one cache (the counter is named by
+    # its type, which version= allows), each with its own decoded copies.
+    @cache(backend="shared", version=1)
     def make(x):
-        calls.append(x)
-        return Undecodable() if len(calls) == 1 else "fresh"
+        return Undecodable() if next(_make_calls) == 0 else "fresh"
 
-    first = make(1)
+    return make
+
+
+def test_an_entry_that_cannot_be_decoded_is_a_miss_and_is_replaced():
+    writer, reader = _define_make(), _define_make()
+    first = writer(1)
     assert isinstance(first, Undecodable)
-    assert make(1) == "fresh", "the undecodable entry was not recomputed"
-    assert make(1) == "fresh", "the recomputed value did not replace the entry"
-    info = make.cache_info()
-    assert (info.hits, info.misses) == (1, 2)
-    assert len(calls) == 2
+    assert writer(1) is first, "the writer keeps the object it computed"
+    # The reader has no decoded copy: it must decode the bytes, and cannot.
+    assert reader(1) == "fresh", "the undecodable entry was not recomputed"
+    assert reader(1) == "fresh", "the recomputed value did not replace the entry"
+    info = reader.cache_info()
+    assert (info.hits, info.misses) == (2, 2)
+    assert next(_make_calls) == 2

@@ -539,19 +539,32 @@ unsafe extern "C" fn traverse(
         }
     }
     // SAFETY: `core` is NULL or our live Box.
-    if let Some(Core::Memory(backend)) = unsafe { this.core.as_ref() } {
-        let mut result = 0;
-        backend.for_each_unlocked(|k, v| {
-            for p in [k.as_ptr(), v.as_ptr()] {
-                if result == 0 {
-                    // SAFETY: the store holds a reference to both.
-                    result = unsafe { visit(p, arg) };
+    match unsafe { this.core.as_ref() } {
+        Some(Core::Memory(backend)) => {
+            let mut result = 0;
+            backend.for_each_unlocked(|k, v| {
+                for p in [k.as_ptr(), v.as_ptr()] {
+                    if result == 0 {
+                        // SAFETY: the store holds a reference to both.
+                        result = unsafe { visit(p, arg) };
+                    }
                 }
-            }
-        });
-        return result;
+            });
+            result
+        }
+        #[cfg(unix)]
+        Some(Core::Shared(backend)) => {
+            let mut result = 0;
+            backend.for_each_decoded(|v| {
+                if result == 0 {
+                    // SAFETY: the decoded table holds a reference to it.
+                    result = unsafe { visit(v.as_ptr(), arg) };
+                }
+            });
+            result
+        }
+        _ => 0,
     }
-    0
 }
 
 /// `tp_clear`: drops the references that can form cycles (cached entries, dict, function).
@@ -563,9 +576,14 @@ unsafe extern "C" fn clear(slf: *mut ffi::PyObject) -> c_int {
     // SAFETY: GC calls this on our instances.
     let this = unsafe { &mut *(slf as *mut CachedObject) };
     // SAFETY: `core` is NULL or our live Box.
-    if let Some(Core::Memory(backend)) = unsafe { this.core.as_ref() } {
-        // Only memory entries can hold references into this process's objects.
-        let _ = backend.clear();
+    match unsafe { this.core.as_ref() } {
+        Some(Core::Memory(backend)) => {
+            let _ = backend.clear();
+        }
+        // The shared entries stay: only this process's decoded copies hold references.
+        #[cfg(unix)]
+        Some(Core::Shared(backend)) => backend.forget_decoded(),
+        _ => {}
     }
     for field in [&mut this.dict, &mut this.func, &mut this.async_fill] {
         let p = std::mem::replace(field, ptr::null_mut());

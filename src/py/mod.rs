@@ -6,6 +6,8 @@ mod cached;
 #[cfg(unix)]
 mod convert;
 mod counters;
+#[cfg(unix)]
+mod decoded;
 mod flight;
 #[cfg(not(Py_GIL_DISABLED))]
 mod gil_lock;

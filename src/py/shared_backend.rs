@@ -3,13 +3,14 @@
 
 use super::cached::{raise, Backend, Exc, Lookup};
 use super::convert::Pickler;
+use super::decoded::Decoded;
 use super::flight::{detached, Flights};
 use super::memory_backend::info_tuple;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::inline_buf::InlineBytes;
 use crate::shared::{
-    file_stem, function_prefix, remove_stale, Current, InsertOutcome, Params, ProcessOwner,
+    file_stem, function_prefix, remove_stale, Current, Found, InsertOutcome, Params, ProcessOwner,
     SharedStore, ValueBuf,
 };
 use crate::sync::{AtomicBool, Ordering};
@@ -105,6 +106,8 @@ pub struct SharedBackend {
     ttl_nanos: Option<u64>,
     /// Single-flight among this process's threads (other processes compute on their own).
     flights: Flights<Vec<u8>>,
+    /// Values this process has decoded, returned again while their entries are unchanged.
+    decoded: Decoded,
 }
 
 impl SharedBackend {
@@ -121,6 +124,7 @@ impl SharedBackend {
         if let Some(store) = store {
             let _ = cell.set(store);
         }
+        let decoded = Decoded::new(location.params.capacity);
         Self {
             store: cell,
             location,
@@ -129,6 +133,7 @@ impl SharedBackend {
             pickler,
             ttl_nanos,
             flights: Flights::default(),
+            decoded,
         }
     }
 
@@ -200,14 +205,21 @@ impl SharedBackend {
         ))
     }
 
-    /// Stores encoded bytes with this cache's TTL. A live equal entry is replaced: this
-    /// process computed the value because it found none it could use.
-    fn insert(&self, key: &[u8], value: &[u8]) -> InsertOutcome {
+    /// Stores encoded bytes with this cache's TTL, and `object` as this process's decoded
+    /// copy of the new entry (later hits return it, as a memory cache would). A live equal
+    /// entry is replaced: this process computed the value because it found none it could
+    /// use.
+    fn insert(&self, key: &[u8], value: &[u8], object: &PyObj) -> InsertOutcome {
         let Ok(Some(store)) = self.store() else {
             return InsertOutcome::NotCached;
         };
         let now = self.now();
-        store.replace(key, value, now, clock::deadline(now, self.ttl_nanos))
+        let deadline = clock::deadline(now, self.ttl_nanos);
+        let (outcome, found) = store.replace_found(key, value, now, deadline);
+        if let Some(found) = found {
+            self.decoded.put(found, object.clone());
+        }
+        outcome
     }
 }
 
@@ -226,18 +238,41 @@ fn warn(message: &str) -> PyResult<()> {
 type KeyBuf = InlineBytes<120>;
 
 impl SharedBackend {
-    /// The value stored under `key`, or `None` on a miss (counted either way).
+    /// The value stored under `key`, or `None` on a miss (counted either way). An entry
+    /// this process decoded before, unchanged since, is returned as the same object.
     #[inline(always)]
     fn get(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
         let Some(store) = self.store()? else {
             return Ok(None);
         };
         let mut value = ValueBuf::new();
-        if !store.get_into(key, self.now(), &mut value) {
+        let now = self.now();
+        let known = |found| self.decoded.holds(found);
+        let Some((found, copied)) = store.get_found(key, now, &mut value, known, true) else {
             return Ok(None);
+        };
+        if !copied {
+            if let Some(value) = self.decoded.get(found) {
+                return Ok(Some(value));
+            }
+            // Another thread replaced the copy since (a newer version of the slot): read
+            // the entry again, copying it this time (already counted).
+            let Some((again, _)) = store.get_found(key, now, &mut value, |_| false, false) else {
+                store.recount(false);
+                return Ok(None);
+            };
+            return self.decode(store, again, &value);
         }
+        self.decode(store, found, &value)
+    }
+
+    /// Decodes the value of entry `found` (copied into `value`) and keeps the object.
+    fn decode(&self, store: &Store, found: Found, value: &ValueBuf) -> PyResult<Option<PyObj>> {
         match self.pickler.decode(value.bytes()) {
-            Ok(value) => Ok(Some(value)),
+            Ok(value) => {
+                self.decoded.put(found, value.clone());
+                Ok(Some(value))
+            }
             Err(_) => {
                 // An entry this process cannot rebuild (say, its class is not importable
                 // here) is a miss: the function computes the value, which replaces it.
@@ -247,6 +282,16 @@ impl SharedBackend {
                 Ok(None)
             }
         }
+    }
+
+    /// Visits this process's decoded values (garbage collector traversal).
+    pub fn for_each_decoded(&self, f: impl FnMut(&PyObj)) {
+        self.decoded.for_each_unlocked(f);
+    }
+
+    /// Drops this process's decoded values (they may be part of a reference cycle).
+    pub fn forget_decoded(&self) {
+        self.decoded.clear();
     }
 }
 
@@ -311,7 +356,7 @@ impl Backend for SharedBackend {
             unsafe { ffi::PyErr_Clear() };
             return Ok(());
         }
-        self.insert(&key, &bytes);
+        self.insert(&key, &bytes, value);
         self.warn_if_unusable()
     }
 
@@ -366,6 +411,7 @@ impl Backend for SharedBackend {
             return Ok(());
         };
         let cleared = store.clear();
+        self.decoded.clear();
         self.warn_if_unusable()?;
         if cleared {
             Ok(())

@@ -14,7 +14,7 @@ use super::layout::{
     LOCK_WORDS,
 };
 use super::seqlock::{LockOwner, Patience, SeqLock};
-use super::table::{Corrupt, Table};
+use super::table::{Corrupt, Read, Table};
 use super::ValueBuf;
 use crate::codec::key_hash;
 use crate::sieve::SieveQueue;
@@ -145,25 +145,39 @@ impl<'a> Engine<'a> {
     /// miss. Gives up (a miss) if writers keep the region busy.
     #[inline]
     pub fn get(&self, key: &[u8], now: u64, out: &mut ValueBuf) -> Result<bool, Stale> {
+        Ok(self.get_read(key, now, out, |_, _| false, true)?.is_some())
+    }
+
+    /// [`Engine::get`] that tells which entry it found, and skips copying an entry
+    /// `known(slot, version)` says the caller already holds. Counts only when `count`.
+    #[inline(always)]
+    pub fn get_read(
+        &self,
+        key: &[u8],
+        now: u64,
+        out: &mut ValueBuf,
+        known: impl Fn(u32, u64) -> bool,
+        count: bool,
+    ) -> Result<Option<Read>, Stale> {
         if !self.is_current() {
             return Err(Stale);
         }
         let hit = if key.len() > self.layout.params().max_key_size as usize {
             None
         } else {
-            self.table.read(key_hash(key), key, now, out)
+            self.table.read(key_hash(key), key, now, out, known)
         };
         match hit {
-            Some(i) => {
-                self.table.mark_visited(i);
-                self.count_lookup(header::HITS);
-                Ok(true)
+            Some(read) => {
+                self.table.mark_visited(read.slot);
+                if count {
+                    self.count_lookup(header::HITS);
+                }
             }
-            None => {
-                self.count_lookup(header::MISSES);
-                Ok(false)
-            }
+            None if count => self.count_lookup(header::MISSES),
+            None => {}
         }
+        Ok(hit)
     }
 
     /// Stores `key -> value`, living until `expires_at` (`u64::MAX`: forever). An equal key
@@ -176,7 +190,7 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
-        self.store(key, value, now, expires_at, owner, false)
+        Ok(self.store(key, value, now, expires_at, owner, false)?.0)
     }
 
     /// [`Engine::insert`], but a live equal key gets the new value too (its old value could
@@ -189,6 +203,18 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
+        Ok(self.store(key, value, now, expires_at, owner, true)?.0)
+    }
+
+    /// [`Engine::replace`], also telling which slot now holds the value, at which version.
+    pub fn replace_read(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        owner: &impl LockOwner,
+    ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
         self.store(key, value, now, expires_at, owner, true)
     }
 
@@ -200,38 +226,38 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
         replace: bool,
-    ) -> Result<InsertOutcome, Stale> {
+    ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
         let params = self.layout.params();
         if key.len() > params.max_key_size as usize || value.len() > params.max_value_size as usize
         {
             self.count(header::OVERSIZE);
-            return Ok(InsertOutcome::Oversize);
+            return Ok((InsertOutcome::Oversize, None));
         }
         if params.capacity == 0 {
-            return Ok(InsertOutcome::NotCached);
+            return Ok((InsertOutcome::NotCached, None));
         }
         let hash = key_hash(key);
+        let put = || self.put(hash, key, value, now, expires_at, replace);
         let stored = self.write(owner, || {
-            if self
-                .put(hash, key, value, now, expires_at, replace)
-                .is_err()
-            {
+            let written = put().or_else(|Corrupt| {
                 // Words no correct writer leaves: rebuild from the whole slots, and if even
                 // that leaves something inconsistent, start empty (an empty region has room
                 // and a clear table, so the last try cannot fail).
                 self.table.repair();
-                if self
-                    .put(hash, key, value, now, expires_at, replace)
-                    .is_err()
-                {
+                put().or_else(|Corrupt| {
                     self.table.reset();
-                    let _ = self.put(hash, key, value, now, expires_at, replace);
-                }
-            }
+                    put()
+                })
+            });
+            // Read under the lock: nobody else can change the slot meanwhile.
+            written
+                .ok()
+                .flatten()
+                .map(|slot| (slot, self.table.version_of(slot)))
         })?;
         Ok(match stored {
-            Some(()) => InsertOutcome::Stored,
-            None => InsertOutcome::NotCached,
+            Some(written) => (InsertOutcome::Stored, written),
+            None => (InsertOutcome::NotCached, None),
         })
     }
 
@@ -302,7 +328,8 @@ impl<'a> Engine<'a> {
         Ok(Some(result))
     }
 
-    /// The insert proper, under the write lock.
+    /// The insert proper, under the write lock: the slot written, `None` when a live equal
+    /// key kept its value.
     fn put(
         &self,
         hash: u64,
@@ -311,14 +338,15 @@ impl<'a> Engine<'a> {
         now: u64,
         expires_at: u64,
         replace: bool,
-    ) -> Result<(), Corrupt> {
+    ) -> Result<Option<u32>, Corrupt> {
         let table = self.table;
         if let Some(i) = table.find(hash, key) {
             if replace || !table.read_live(i, now, &mut ValueBuf::new()) {
                 // Expired or damaged: the new value takes its place in the queue.
                 table.write_entry(i, key, value, expires_at);
+                return Ok(Some(i));
             }
-            return Ok(());
+            return Ok(None);
         }
         let len = table.len()?;
         let i = if len < self.layout.capacity() {
@@ -339,7 +367,7 @@ impl<'a> Engine<'a> {
         table.write_entry(i, key, value, expires_at);
         table.clear_visited(i);
         table.queue().push_newest(i);
-        table.table_insert(hash, i)
+        table.table_insert(hash, i).map(|()| Some(i))
     }
 }
 

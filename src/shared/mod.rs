@@ -40,7 +40,8 @@ pub use seqlock::{LockOwner, Patience};
 /// the stack), longer values go to the heap.
 pub type ValueBuf = crate::inline_buf::InlineWords<32>;
 #[cfg(all(unix, not(any(loom, shuttle))))]
-pub use store::{Current, SharedStore};
+pub use store::{Current, Found, SharedStore};
+pub use table::Read;
 
 #[cfg(all(test, unix, not(any(loom, shuttle))))]
 mod file_tests;

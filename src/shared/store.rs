@@ -27,6 +27,18 @@ pub struct Current {
     opened: u64,
 }
 
+/// An entry a lookup found, named for as long as this process keeps its mapping: any write
+/// to the slot changes its version, and re-opening the files changes the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// How many times this store had re-opened its files.
+    pub epoch: u64,
+    /// The entry's slot.
+    pub slot: u32,
+    /// The slot's version.
+    pub version: u64,
+}
+
 /// A cache shared by every process that opens the same `dir` and stem.
 ///
 /// `L` guards the process's current mapping: every operation reads it, and a re-open
@@ -238,6 +250,46 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
             .unwrap_or(false)
     }
 
+    /// Looks `key` up like [`SharedStore::get_into`], telling which entry it found: the
+    /// mapping's epoch (it changes whenever this store re-opens its files), the slot and
+    /// the slot's version name the entry's content. An entry for which `known(found)` is
+    /// true is not copied into `out` (the caller holds it decoded). Counts only when
+    /// `count`.
+    #[inline(always)]
+    pub fn get_found(
+        &self,
+        key: &[u8],
+        now: u64,
+        out: &mut ValueBuf,
+        known: impl Fn(Found) -> bool,
+        count: bool,
+    ) -> Option<(Found, bool)> {
+        self.run_epoch(Access::Read, |engine, epoch| {
+            let read = engine.get_read(
+                key,
+                now,
+                out,
+                |slot, version| {
+                    known(Found {
+                        epoch,
+                        slot,
+                        version,
+                    })
+                },
+                count,
+            )?;
+            Ok(read.map(|r| {
+                let found = Found {
+                    epoch,
+                    slot: r.slot,
+                    version: r.version,
+                };
+                (found, r.copied)
+            }))
+        })
+        .flatten()
+    }
+
     /// Stores `key -> value` until `expires_at` (monotonic ns, `u64::MAX`: forever). A live
     /// equal key keeps its value.
     pub fn insert(&self, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
@@ -247,6 +299,30 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// [`SharedStore::insert`], but a live equal key gets the new value too.
     pub fn replace(&self, key: &[u8], value: &[u8], now: u64, expires_at: u64) -> InsertOutcome {
         self.store(key, value, now, expires_at, true)
+    }
+
+    /// [`SharedStore::replace`], also telling which entry now holds the value (`None` when
+    /// it was not stored).
+    pub fn replace_found(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+    ) -> (InsertOutcome, Option<Found>) {
+        let seconds = wall_seconds();
+        let owner = self.remembering();
+        self.run_epoch(Access::Write, |engine, epoch| {
+            engine.touch(seconds);
+            let (outcome, written) = engine.replace_read(key, value, now, expires_at, &owner)?;
+            let found = written.map(|(slot, version)| Found {
+                epoch,
+                slot,
+                version,
+            });
+            Ok((outcome, found))
+        })
+        .unwrap_or((InsertOutcome::NotCached, None))
     }
 
     fn store(
@@ -309,6 +385,16 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         access: Access,
         mut op: impl FnMut(&Engine<'_>) -> Result<R, Stale>,
     ) -> Option<R> {
+        self.run_epoch(access, |engine, _| op(engine))
+    }
+
+    /// [`SharedStore::run`], also telling `op` the mapping's epoch.
+    #[inline(always)]
+    fn run_epoch<R>(
+        &self,
+        access: Access,
+        mut op: impl FnMut(&Engine<'_>, u64) -> Result<R, Stale>,
+    ) -> Option<R> {
         for _ in 0..2 {
             let opened = {
                 let current = self.current.read();
@@ -325,7 +411,7 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
                         mapping.data_words(),
                         mapping.generation(),
                     )?;
-                    if let Ok(result) = op(&engine) {
+                    if let Ok(result) = op(&engine, current.opened) {
                         return Some(result);
                     }
                 }

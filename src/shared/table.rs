@@ -125,6 +125,18 @@ fn read_whole(slot: SlotWords<'_>, params: Params, expires: u64, out: &mut Value
     sum.finish() == slot.field(slot::CHECKSUM)
 }
 
+/// A hit: which slot, at which version (the pair names the entry's content for as long as
+/// the mapping lives), and whether the value was copied out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// The slot holding the entry.
+    pub slot: u32,
+    /// The slot's version when read: any later write to the slot changes it.
+    pub version: u64,
+    /// False when the caller said it already holds this entry and nothing was copied.
+    pub copied: bool,
+}
+
 /// The data words of one file seen through this process's layout.
 #[derive(Clone, Copy)]
 pub(crate) struct Table<'a> {
@@ -171,20 +183,41 @@ impl<'a> Table<'a> {
     }
 
     /// The hit path: the slot holding `key` (hash `hash`) if it is live at `now` and its
-    /// checksum matches, with its value copied into `out`. The copy counts only if the
-    /// slot's version shows no write overlapped it; a slot being written is retried a few
-    /// times, then reads as a miss.
+    /// checksum matches, with its value copied into `out`, and the slot's version. The copy
+    /// counts only if the version shows no write overlapped it; a slot being written is
+    /// retried a few times, then reads as a miss.
+    ///
+    /// When `known(slot, version)` says the caller already holds this very entry (decoded
+    /// earlier), the value is not copied and `copied` is false: the key is still compared
+    /// and the expiry checked, both inside the validated read.
     #[inline(always)]
-    pub(crate) fn read(&self, hash: u64, key: &[u8], now: u64, out: &mut ValueBuf) -> Option<u32> {
+    pub(crate) fn read(
+        &self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        out: &mut ValueBuf,
+        known: impl Fn(u32, u64) -> bool,
+    ) -> Option<Read> {
         for attempt in 0..READ_ATTEMPTS {
             let (i, slot) = self.probe(hash, key)?;
             let version = slot.version();
             if let Some(before) = version.begin_read() {
                 // The key is compared again inside the validated copy: `probe` may have
                 // matched words of a write in progress.
-                let hit = holds_key(slot, key) && read_live(slot, self.layout.params(), now, out);
+                let read = if !holds_key(slot, key) {
+                    None
+                } else if known(i, before) {
+                    (slot.field(slot::EXPIRES) > now).then_some(false)
+                } else {
+                    read_live(slot, self.layout.params(), now, out).then_some(true)
+                };
                 if version.validate(before) {
-                    return hit.then_some(i);
+                    return read.map(|copied| Read {
+                        slot: i,
+                        version: before,
+                        copied,
+                    });
                 }
             }
             if attempt >= READ_ATTEMPTS / 2 {
@@ -247,6 +280,11 @@ impl<'a> Table<'a> {
         }
         self.slot_store(i, slot::CHECKSUM, sum.finish());
         version.end_write();
+    }
+
+    /// Slot `i`'s version (for a lock holder: nobody else changes it meanwhile).
+    pub(crate) fn version_of(&self, i: u32) -> u64 {
+        self.slot_load(i, slot::VERSION)
     }
 
     /// Whether slot `i` holds a whole entry: no write left open in it, lengths within the
