@@ -118,6 +118,7 @@ bench: $(BUILT) $(BUILT_FT)
 	$(PY) benches/compare.py --json benches/results/gil.json
 	env -u PYTHON_GIL $(PY_FT) benches/threads.py --json benches/results/free-threaded.json
 	$(PY) benches/processes.py --json benches/results/processes.json
+	$(PY) benches/payloads.py --json benches/results/payloads.json
 	$(PY) benches/hit_ratio.py --json benches/results/hit-ratio-gil.json
 	env -u PYTHON_GIL $(PY_FT) benches/hit_ratio.py --json benches/results/hit-ratio-free-threaded.json
 	$(PY) benches/memory.py --json benches/results/memory.json

@@ -125,6 +125,24 @@ def hit_ratio_tables(runs: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def payload_table(data: dict[str, Any]) -> list[str]:
+    out = header(data["meta"])
+    rows = data["payloads"]
+    order = ["memory hit", "shared repeated hit", "shared first decode", "pickle.loads"]
+    present = {c for row in rows.values() for c in row}
+    columns = [c for c in order + ["diskcache hit"] if c in present]
+    kinds = ["int", "10-field dict", "list of 100 ints", "3-level nested tuple"]
+    rows = {k: rows[k] for k in sorted(rows, key=lambda k: kinds.index(k) if k in kinds else 99)}
+    out += [
+        "| payload | " + " | ".join(columns) + " | shared repeated ÷ memory |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for name, row in rows.items():
+        cells = " | ".join(f"{row[c]:,.0f} ns" if c in row else "-" for c in columns)
+        out.append(f"| {name} | {cells} | {row['shared repeated hit'] / row['memory hit']:.1f}x |")
+    return out + [""]
+
+
 def memory_table(data: dict[str, Any]) -> list[str]:
     out = header(data["meta"])
     if not data["rows"]:
@@ -570,6 +588,18 @@ def main() -> None:
             ]
     else:
         doc += missing("processes.py")
+    doc += [
+        "### Payloads",
+        "",
+        "A hit by value kind (256 warm keys, values built per key). The shared backend keeps "
+        "each process's decoded copy of an entry, so a repeated hit of an unchanged entry "
+        "returns the same object without decoding; *first decode* is the hit of an entry this "
+        "process has not decoded yet (written by another process), beside `pickle.loads` of "
+        "the same value.",
+        "",
+    ]
+    payloads = load(results / "payloads.json")
+    doc += payload_table(payloads) if payloads else missing("payloads.py")
     doc += [
         "## Hit ratio",
         "",
