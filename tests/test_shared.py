@@ -98,6 +98,23 @@ def test_results_are_shared_with_this_process_too():
     assert square.cache_info().misses == 1
 
 
+def test_an_oversize_result_warns_once_naming_its_size_and_the_parameter():
+    @cache(backend="shared", max_value_size=64)
+    def payload(n):
+        return "r" * n
+
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"result serialized to 2\d\d bytes, above max_value_size=64.*raise max_value_size",
+    ) as seen:
+        for n in (200, 250, 200):
+            assert payload(n) == "r" * n
+    assert len(seen) == 1
+    assert payload.cache_info().oversize_skips == 3
+    assert payload(10) == "r" * 10 and payload(10) == "r" * 10
+    assert payload.cache_info().hits == 1
+
+
 def test_oversize_values_are_not_cached_and_are_counted():
     run_worker("values", "str", "big_int", WC_MAX_VALUE="12")
     info = SharedCacheInfo(*run_worker("info", "value_of", WC_MAX_VALUE="12"))
@@ -112,8 +129,13 @@ def test_oversize_keys_are_not_cached_but_the_function_runs():
     def echo(text):
         return len(text)
 
-    assert echo("x" * 100) == 100
-    assert echo("x" * 100) == 100
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"echo: a call's arguments serialized to \d+ bytes, above max_key_size=16",
+    ) as seen:
+        assert echo("x" * 100) == 100
+        assert echo("x" * 100) == 100
+    assert len(seen) == 1, "warned once per function"
     info = echo.cache_info()
     assert (info.hits, info.misses, info.current_size) == (0, 2, 0)
     assert info.oversize_skips == 2

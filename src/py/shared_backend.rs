@@ -108,6 +108,8 @@ pub struct SharedBackend {
     flights: Flights<Vec<u8>>,
     /// Values this process has decoded, returned again while their entries are unchanged.
     decoded: Decoded,
+    /// Set once this process warned that a result or key was too large to cache.
+    warned_oversize: AtomicBool,
 }
 
 impl SharedBackend {
@@ -134,6 +136,7 @@ impl SharedBackend {
             ttl_nanos,
             flights: Flights::default(),
             decoded,
+            warned_oversize: AtomicBool::new(false),
         }
     }
 
@@ -220,6 +223,29 @@ impl SharedBackend {
             self.decoded.put(found, object.clone());
         }
         outcome
+    }
+}
+
+impl SharedBackend {
+    /// Warns, the first time in this process, that a call's key or result is larger than
+    /// the cache stores (counted in `oversize_skips` every time).
+    #[cold]
+    fn warn_oversize(&self, key_len: usize, value_len: usize) -> PyResult<()> {
+        if self.warned_oversize.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let params = self.location.params;
+        let (what, size, limit, parameter) = if key_len > params.max_key_size as usize {
+            ("arguments", key_len, params.max_key_size, "max_key_size")
+        } else {
+            ("result", value_len, params.max_value_size, "max_value_size")
+        };
+        warn(&format!(
+            "{}: a call's {what} serialized to {size} bytes, above {parameter}={limit}, and \
+             was not cached (this warning is shown once; oversize_skips counts every time): \
+             raise {parameter} to cache it",
+            self.location.function()
+        ))
     }
 }
 
@@ -356,7 +382,9 @@ impl Backend for SharedBackend {
             unsafe { ffi::PyErr_Clear() };
             return Ok(());
         }
-        self.insert(&key, &bytes, value);
+        if self.insert(&key, &bytes, value) == InsertOutcome::Oversize {
+            self.warn_oversize(key.len(), bytes.len())?;
+        }
         self.warn_if_unusable()
     }
 
