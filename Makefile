@@ -82,7 +82,7 @@ test: test-rust loom shuttle fuzz-smoke lint test-python test-ft
 # up to a preemption bound (LOOM_MAX_PREEMPTIONS overrides), shuttle runs random schedules
 # of larger ones (SHUTTLE_ITERATIONS, SHUTTLE_SEED). Own target dirs, so the cfg'd builds
 # never invalidate the normal one; opt-level 1 runs the models 5-10x faster than debug.
-MODELS := CARGO_PROFILE_TEST_OPT_LEVEL=1 CARGO_PROFILE_TEST_DEBUG=0 cargo
+MODELS := CARGO_INCREMENTAL=0 CARGO_PROFILE_TEST_OPT_LEVEL=1 CARGO_PROFILE_TEST_DEBUG=0 cargo
 .PHONY: loom shuttle
 
 loom:

@@ -134,6 +134,7 @@ mod stores {
             max_key_size: 512,
             max_value_size: 4096,
             ttl_ns: None,
+            max_bytes: None,
         };
         let region = HeapRegion::new(params).expect("small parameters fit");
         let engine = region.engine();

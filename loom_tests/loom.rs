@@ -7,8 +7,8 @@
 //!
 //! Files mirror the code they model: `seqlock` (the cross-process seqlock), `shared_store`
 //! (the shared store's engine on a heap region), `memory_store` (the in-process sharded
-//! store), `takeover` (a lock owner dying mid-write), `teeth` (broken variants the models
-//! must reject).
+//! store), `takeover` (a lock owner dying or stopping mid-write), `teeth` (broken variants
+//! the models must reject).
 #![cfg(loom)]
 
 mod memory_store;

@@ -15,6 +15,7 @@ pub(crate) fn tiny_region() -> Arc<HeapRegion> {
             max_key_size: 8,
             max_value_size: 8,
             ttl_ns: None,
+            max_bytes: None,
         })
         .expect("tiny parameters"),
     )

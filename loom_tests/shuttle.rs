@@ -10,6 +10,7 @@
 //!   "failing seed"; run the one failing test again with `SHUTTLE_SEED=<seed>` to replay it.
 #![cfg(shuttle)]
 
+mod growth;
 mod owner;
 
 use owner::Processes;
@@ -24,7 +25,7 @@ use warp_cache::sync::{Ordering, RwLock};
 pub(crate) use shuttle::sync::Arc;
 
 /// Runs `f` under shuttle's random scheduler, as configured by the environment.
-fn check(f: impl Fn() + Send + Sync + 'static) {
+pub(crate) fn check(f: impl Fn() + Send + Sync + 'static) {
     let env = |name: &str| std::env::var(name).ok();
     let iterations = env("SHUTTLE_ITERATIONS").map_or(10_000, |n| {
         n.parse().expect("SHUTTLE_ITERATIONS is a number")
@@ -47,14 +48,17 @@ fn params() -> Params {
     Params {
         capacity: 4,
         max_key_size: 8,
-        max_value_size: 16,
+        max_value_size: 120,
         ttl_ns: None,
+        max_bytes: Some(300),
     }
 }
 
-/// Values of one to sixteen bytes, so copies span one to two words.
+/// Values of one to 120 bytes: some fit a slot's head, most need heap blocks of several
+/// size classes, and together they exceed the byte budget and the first chunk of heap (so
+/// processes evict by bytes, grow the heap and take in each other's growth).
 fn value_of(key: u8) -> Vec<u8> {
-    vec![key ^ 0xA5; 1 + (key as usize * 5) % 16]
+    vec![key ^ 0xA5; 1 + (key as usize * 37) % 120]
 }
 
 /// Looks `key` up through `engine`, checking any value found.
@@ -113,8 +117,15 @@ fn processes_share_a_region_and_one_dies_at_a_random_step() {
                 let (region, processes) = (Arc::clone(&region), processes.clone());
                 thread::spawn(move || {
                     let layout = Layout::new(params()).expect("small parameters");
-                    let engine = Engine::new(&layout, region.lock_words(), region.data_words(), 1)
-                        .expect("region sized for this layout");
+                    let backing = region.process_backing();
+                    let engine = Engine::new(
+                        &layout,
+                        region.lock_words(),
+                        region.data_words(),
+                        1,
+                        &backing,
+                    )
+                    .expect("region sized for this layout");
                     let owner = processes.owner(id);
                     let mut rng = thread_rng();
                     for step in 0..OPS {

@@ -108,7 +108,7 @@ fn store_owner_dies_mid_insert_and_only_its_entry_is_lost() {
                     data[header::LEN].store(77, Ordering::Relaxed);
                     data[HEADER_WORDS].store(u64::MAX, Ordering::Relaxed);
                     Version::new(&data[layout.slot_word(1, slot::VERSION)]).begin_write();
-                    data[layout.data_word(1, 0)].store(7, Ordering::Relaxed);
+                    data[layout.slot_word(1, slot::DATA)].store(7, Ordering::Relaxed);
                 })
             })
         };
@@ -152,7 +152,7 @@ fn a_stopped_writer_costs_readers_only_the_slot_it_is_writing() {
                 let data = region.data_words();
                 let layout = region.layout();
                 Version::new(&data[layout.slot_word(1, slot::VERSION)]).begin_write();
-                data[layout.data_word(1, 0)].store(7, Ordering::Relaxed);
+                data[layout.slot_word(1, slot::DATA)].store(7, Ordering::Relaxed);
                 std::mem::forget(section); // stopped: holds on, never dies
             })
         };

@@ -106,6 +106,31 @@ pub trait SieveQueue {
         self.set_link(i, Link::DETACHED);
     }
 
+    /// Moves queued slot `from` to detached slot `to`: `to` takes its place (neighbours,
+    /// ends and hand), `from` is left detached.
+    fn relabel(&mut self, from: u32, to: u32) {
+        let link = self.link(from);
+        self.set_link(to, link);
+        if link.newer != NIL {
+            let mut n = self.link(link.newer);
+            n.older = to;
+            self.set_link(link.newer, n);
+        }
+        if link.older != NIL {
+            let mut o = self.link(link.older);
+            o.newer = to;
+            self.set_link(link.older, o);
+        }
+        let mut ends = self.ends();
+        for end in [&mut ends.head, &mut ends.tail, &mut ends.hand] {
+            if *end == from {
+                *end = to;
+            }
+        }
+        self.set_ends(ends);
+        self.set_link(from, Link::DETACHED);
+    }
+
     /// Runs the hand and returns the victim, still linked; `None` when the queue is empty.
     ///
     /// `second_chance(i)` must report whether slot `i` was visited and clear the bit (it may

@@ -51,14 +51,24 @@ def test_cache_info_is_a_named_tuple_with_exact_repr():
     assert (hits, misses, max_size, current_size) == (1, 1, 100, 1)
 
 
-def test_shared_cache_info_adds_oversize_skips():
-    info = SharedCacheInfo(hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5)
-    assert isinstance(info, tuple)
-    assert info._fields == ("hits", "misses", "max_size", "current_size", "oversize_skips")
-    assert repr(info) == (
-        "SharedCacheInfo(hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5)"
+def test_shared_cache_info_adds_oversize_skips_and_bytes():
+    info = SharedCacheInfo(
+        hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5, current_bytes=6
     )
-    assert info.oversize_skips == 5
+    assert isinstance(info, tuple)
+    assert info._fields == (
+        "hits",
+        "misses",
+        "max_size",
+        "current_size",
+        "oversize_skips",
+        "current_bytes",
+    )
+    assert repr(info) == (
+        "SharedCacheInfo(hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5, "
+        "current_bytes=6)"
+    )
+    assert (info.oversize_skips, info.current_bytes) == (5, 6)
 
 
 # --- decorator forms ---------------------------------------------------------------------

@@ -132,7 +132,7 @@ print(json.dumps({"child": child, "info": info_after_child, "root_2": repr(root_
     assert "cred_probe" in child["warnings"][0][1]
     assert child["info"][:4] == [0, 3, 16, 3]
     # Root's counters show only root's own call; root computes f(2) itself.
-    assert out["info"] == [0, 1, 16, 1, 0], "the child wrote into root's mapping"
+    assert out["info"][:5] == [0, 1, 16, 1, 0], "the child wrote into root's mapping"
     assert out["root_2"] == repr(["root", 2])
     assert not out["marker"] and not marker.exists(), "root unpickled what nobody wrote"
     # A later root process sees root's values only.
@@ -305,7 +305,8 @@ print(json.dumps({"results": results, "calls": calls, "info": list(info),
 def assert_degraded(out: dict, reason: str = "", max_size: int = 8) -> None:
     assert out["results"] == [[1, "v"], [1, "v"], [[2], "v"], [[2], "v"]]
     assert out["calls"] == [1, [2]], "the fallback cache did not cache"
-    assert out["info"] == [2, 2, max_size, 2, 0]
+    assert out["info"][:5] == [2, 2, max_size, 2, 0]
+    assert out["info"][5] > 0, "current_bytes counts the two entries"
     assert len(out["warnings"]) == 1, out["warnings"]
     category, message = out["warnings"][0]
     assert category == "RuntimeWarning"

@@ -70,6 +70,11 @@ impl<'a> Arbitrary<'a> for Shape {
             } else {
                 None
             },
+            max_bytes: if u.arbitrary()? {
+                Some(u.int_in_range(0..=300)?)
+            } else {
+                None
+            },
         }))
     }
 }
@@ -406,7 +411,9 @@ fn run(input: Input) {
                     .insert(value.clone());
                 let outcome = cache.insert(&key, &value, now, expires);
                 let oversize = key.len() > params.max_key_size as usize
-                    || value.len() > params.max_value_size as usize;
+                    || value.len() > params.max_value_size as usize
+                    || (params.capacity > 0
+                        && (key.len() + value.len()) as u64 > params.byte_budget());
                 assert_eq!(outcome == InsertOutcome::Oversize, oversize, "{outcome:?}");
                 if undamaged {
                     assert_eq!(outcome, reference.insert(&key, &value, now, expires));

@@ -108,6 +108,9 @@ enum Outcome<V> {
 /// Textbook SIEVE: a queue from oldest to newest, a hand, visited bits.
 struct Sieve<V> {
     capacity: usize,
+    /// A new value for an expired key joins as the newest entry (the shared store) rather
+    /// than keeping the old entry's place (the memory store).
+    renew_as_newest: bool,
     /// Oldest first.
     queue: Vec<Entry<V>>,
     /// The key the hand rests on; `None` means "start at the oldest".
@@ -118,6 +121,7 @@ impl<V: Clone + PartialEq + std::fmt::Debug> Sieve<V> {
     fn new(capacity: usize) -> Self {
         Self {
             capacity,
+            renew_as_newest: false,
             queue: Vec::new(),
             hand: None,
         }
@@ -145,6 +149,20 @@ impl<V: Clone + PartialEq + std::fmt::Debug> Sieve<V> {
             let entry = &mut self.queue[i];
             if entry.expires > now {
                 return Outcome::Kept;
+            }
+            if self.renew_as_newest {
+                // Out of the queue (a hand resting on it moves one newer), in again as new.
+                let old = self.queue.remove(i);
+                if self.hand == Some(key) {
+                    self.hand = self.queue.get(i).map(|e| e.key);
+                }
+                self.queue.push(Entry {
+                    key,
+                    value,
+                    expires,
+                    visited: false,
+                });
+                return Outcome::Replaced(old.value);
             }
             // Same place in the queue, same visited bit: only value and deadline change.
             entry.expires = expires;
@@ -228,11 +246,15 @@ impl Harness {
             max_key_size: config.max_key,
             max_value_size: config.max_value,
             ttl_ns: None,
+            max_bytes: None,
         };
         let capacity = config.capacity as usize;
         Self {
             shared: HeapRegion::new(params).expect("small parameters"),
-            shared_model: Sieve::new(capacity),
+            shared_model: Sieve {
+                renew_as_newest: true,
+                ..Sieve::new(capacity)
+            },
             hits: 0,
             misses: 0,
             oversize: 0,

@@ -43,6 +43,7 @@ class SharedCacheInfo(NamedTuple):
     max_size: int
     current_size: int
     oversize_skips: int
+    current_bytes: int
 
 
 # Separates positional from keyword arguments inside a key tuple.
@@ -58,6 +59,7 @@ class _Settings(NamedTuple):
     max_key_size: int
     max_value_size: int
     version: str | int | None
+    max_bytes: int | None = None
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -111,6 +113,7 @@ def _validate(
     max_key_size: object,
     max_value_size: object,
     version: object = None,
+    max_bytes: object = None,
 ) -> _Settings:
     settings = _Settings(
         max_size=_check_int("max_size", max_size, 0),
@@ -119,7 +122,13 @@ def _validate(
         max_key_size=_check_int("max_key_size", max_key_size, 1),
         max_value_size=_check_int("max_value_size", max_value_size, 1),
         version=_check_version(version),
+        max_bytes=None if max_bytes is None else _check_int("max_bytes", max_bytes, 1),
     )
+    if settings.max_bytes is not None:
+        if settings.backend is not Backend.SHARED:
+            raise ValueError("max_bytes applies to backend='shared' only")
+        if settings.max_bytes > 2**50:
+            raise ValueError(f"max_bytes must be <= 2**50, got {settings.max_bytes}")
     if settings.max_size > 2**32 - 1:
         raise ValueError(f"max_size must be < 2**32, got {settings.max_size}")
     if settings.backend is Backend.SHARED:
@@ -250,6 +259,7 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         ("ttl", settings.ttl),
         ("max_key_size", settings.max_key_size),
         ("max_value_size", settings.max_value_size),
+        ("max_bytes", settings.max_bytes),
     )
 
     def settle() -> int:
@@ -264,6 +274,7 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         settings.ttl,
         settings.max_key_size,
         settings.max_value_size,
+        settings.max_bytes,
         module,
         qualname,
         found.digest if found.complete else None,
@@ -309,6 +320,7 @@ def cache(
     max_key_size: int = 512,
     max_value_size: int = 4096,
     version: str | int | None = None,
+    max_bytes: int | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -319,17 +331,20 @@ def cache(
     max_key_size: Any = 512,
     max_value_size: Any = 4096,
     version: Any = None,
+    max_bytes: Any = None,
 ) -> Any:
     """Cache a function's results, keyed by its arguments, with SIEVE eviction.
 
     Use as ``@cache()``, ``@cache(max_size=256, ttl=60)`` or bare ``@cache``. Arguments
     are checked here, at decoration time. ``version`` is part of a shared cache's identity:
     bump it for what the cache cannot see (other modules, files, the environment).
+    ``max_bytes`` (shared backend) bounds the serialized key and value bytes held; by
+    default ``max_size * (max_key_size + max_value_size)``.
     """
     if callable(max_size) and not isinstance(max_size, int):
-        settings = _validate(128, ttl, backend, max_key_size, max_value_size, version)
+        settings = _validate(128, ttl, backend, max_key_size, max_value_size, version, max_bytes)
         return _decorate(max_size, settings)
-    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size, version)
+    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size, version, max_bytes)
 
     def decorator(func: Any) -> Any:
         return _decorate(func, settings)

@@ -24,7 +24,8 @@ COLUMNS = (
     ("hits", "HITS"),
     ("misses", "MISSES"),
     ("oversize_skips", "OVERSIZE"),
-    ("bytes", "BYTES"),
+    ("held_bytes", "HELD"),
+    ("bytes", "ON_DISK"),
     ("in_use", "IN_USE"),
     ("last_use", "LAST_USE"),
 )
@@ -52,10 +53,17 @@ def _cell(row: dict[str, Any], key: str) -> str:
             return "-"
         moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
         return moment.strftime("%Y-%m-%d %H:%M:%S")
-    if key == "bytes":
-        return _human(int(value))
-    if not row["valid"] and key in ("max_size", "entries", "hits", "misses", "oversize_skips"):
+    if not row["valid"] and key in (
+        "max_size",
+        "entries",
+        "hits",
+        "misses",
+        "oversize_skips",
+        "held_bytes",
+    ):
         return "?"
+    if key in ("bytes", "held_bytes"):
+        return _human(int(value))
     return str(value)
 
 

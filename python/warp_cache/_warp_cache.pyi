@@ -41,6 +41,7 @@ def make_shared_cache(
     ttl: float | None,
     max_key_size: int,
     max_value_size: int,
+    max_bytes: int | None,
     module: str,
     qualname: str,
     identity: int | None,

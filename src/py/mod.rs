@@ -75,7 +75,7 @@ fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
 /// memory of this process.
 #[cfg(unix)]
 #[pyfunction]
-#[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, module, qualname,
+#[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, max_bytes, module, qualname,
                     identity, settle, info_type, kw_mark, async_fill, dumps, loads, directory,
                     strict))]
 #[allow(clippy::too_many_arguments)]
@@ -86,6 +86,7 @@ fn make_shared_cache(
     ttl: Option<f64>,
     max_key_size: u32,
     max_value_size: u32,
+    max_bytes: Option<u64>,
     module: String,
     qualname: String,
     identity: Option<u64>,
@@ -109,6 +110,7 @@ fn make_shared_cache(
             max_key_size,
             max_value_size,
             ttl_ns,
+            max_bytes,
         },
         strict,
     };

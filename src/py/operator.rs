@@ -22,7 +22,8 @@ pub fn default_shared_dir() -> PathBuf {
 }
 
 /// One dict per cache in `directory`: stem, function, identity, valid, max_size, entries,
-/// hits, misses, oversize_skips, bytes, in_use, last_use.
+/// hits, misses, oversize_skips, bytes (on disk), held_bytes (keys and values held),
+/// in_use, last_use.
 #[pyfunction]
 #[pyo3(signature = (directory=None))]
 pub fn shared_caches(py: Python<'_>, directory: Option<PathBuf>) -> PyResult<Vec<Py<PyDict>>> {
@@ -43,6 +44,7 @@ pub fn shared_caches(py: Python<'_>, directory: Option<PathBuf>) -> PyResult<Vec
             d.set_item("misses", row.misses)?;
             d.set_item("oversize_skips", row.oversize_skips)?;
             d.set_item("bytes", row.bytes)?;
+            d.set_item("held_bytes", row.held_bytes)?;
             d.set_item("in_use", row.in_use)?;
             d.set_item("last_use", row.last_use)?;
             Ok(d.unbind())

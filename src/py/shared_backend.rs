@@ -430,6 +430,7 @@ impl Backend for SharedBackend {
                 i.max_size,
                 i.current_size,
                 i.oversize_skips,
+                i.current_bytes,
             ],
         )
     }

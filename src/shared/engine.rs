@@ -14,7 +14,7 @@ use super::layout::{
     LOCK_WORDS,
 };
 use super::seqlock::{LockOwner, Patience, SeqLock};
-use super::table::{Corrupt, Read, Table};
+use super::table::{Backing, Corrupt, NoBlock, Read, Table};
 use super::ValueBuf;
 use crate::codec::key_hash;
 use crate::sieve::SieveQueue;
@@ -49,8 +49,20 @@ pub struct Info {
     pub max_size: u64,
     /// Entries held now, expired ones not yet replaced included.
     pub current_size: u64,
-    /// Inserts skipped for size.
+    /// Inserts skipped for size (or for want of space).
     pub oversize_skips: u64,
+    /// Key and value bytes held now.
+    pub current_bytes: u64,
+}
+
+/// What became of an insert under the lock.
+enum Put {
+    /// Written into this slot.
+    Stored(u32),
+    /// A live equal key kept its value.
+    Kept,
+    /// No heap space could be had, even after evicting.
+    NoSpace,
 }
 
 /// The cache over borrowed regions.
@@ -62,15 +74,17 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// The cache over `lock` ([`LOCK_WORDS`] words) and `data` (`layout.total_words()`),
-    /// which must belong to `generation`; `None` if a region has the wrong length.
+    /// The cache over `lock` ([`LOCK_WORDS`] words) and `data` (`layout.total_words()`,
+    /// of which `backing` says how much of the heap may be touched), which must belong to
+    /// `generation`; `None` if a region has the wrong length.
     pub fn new(
         layout: &'a Layout,
         lock: &'a [AtomicU64],
         data: &'a [AtomicU64],
         generation: u64,
+        backing: &'a dyn Backing,
     ) -> Option<Self> {
-        let table = Table::new(data, layout)?;
+        let table = Table::new(data, layout, backing)?;
         (lock.len() == LOCK_WORDS).then_some(Self {
             layout,
             lock,
@@ -165,7 +179,15 @@ impl<'a> Engine<'a> {
         let hit = if key.len() > self.layout.params().max_key_size as usize {
             None
         } else {
-            self.table.read(key_hash(key), key, now, out, known)
+            let hash = key_hash(key);
+            let hit = self.table.read(hash, key, now, out, &known);
+            // An entry in heap another process grew since this one last looked reads as a
+            // miss: look again once this process has taken the growth in.
+            if hit.is_none() && self.table.refresh_if_grown() {
+                self.table.read(hash, key, now, out, &known)
+            } else {
+                hit
+            }
         };
         match hit {
             Some(read) => {
@@ -236,10 +258,14 @@ impl<'a> Engine<'a> {
         if params.capacity == 0 {
             return Ok((InsertOutcome::NotCached, None));
         }
+        if key.len() as u64 + value.len() as u64 > params.byte_budget() {
+            self.count(header::OVERSIZE);
+            return Ok((InsertOutcome::Oversize, None));
+        }
         let hash = key_hash(key);
         let put = || self.put(hash, key, value, now, expires_at, replace);
-        let stored = self.write(owner, || {
-            let written = put().or_else(|Corrupt| {
+        let done = self.write(owner, || {
+            let put = put().or_else(|Corrupt| {
                 // Words no correct writer leaves: rebuild from the whole slots, and if even
                 // that leaves something inconsistent, start empty (an empty region has room
                 // and a clear table, so the last try cannot fail).
@@ -250,14 +276,19 @@ impl<'a> Engine<'a> {
                 })
             });
             // Read under the lock: nobody else can change the slot meanwhile.
-            written
-                .ok()
-                .flatten()
-                .map(|slot| (slot, self.table.version_of(slot)))
+            match put {
+                Ok(Put::Stored(slot)) => Some((slot, self.table.version_of(slot))),
+                Ok(Put::Kept) => None,
+                Ok(Put::NoSpace) | Err(Corrupt) => {
+                    self.count(header::OVERSIZE);
+                    Some((u32::MAX, 0))
+                }
+            }
         })?;
-        Ok(match stored {
-            Some(written) => (InsertOutcome::Stored, written),
+        Ok(match done {
             None => (InsertOutcome::NotCached, None),
+            Some(Some((u32::MAX, _))) => (InsertOutcome::NotCached, None),
+            Some(written) => (InsertOutcome::Stored, written),
         })
     }
 
@@ -290,6 +321,7 @@ impl<'a> Engine<'a> {
             max_size,
             current_size: load(header::LEN).min(max_size),
             oversize_skips: load(header::OVERSIZE),
+            current_bytes: load(header::BYTES),
         })
     }
 
@@ -320,6 +352,9 @@ impl<'a> Engine<'a> {
             }
             return Err(Stale);
         }
+        // Blocks another process placed in heap it grew must be readable before anything
+        // here moves or judges them.
+        self.table.refresh_if_grown();
         if guard.torn() {
             self.table.repair();
         }
@@ -328,8 +363,10 @@ impl<'a> Engine<'a> {
         Ok(Some(result))
     }
 
-    /// The insert proper, under the write lock: the slot written, `None` when a live equal
-    /// key kept its value.
+    /// The insert proper, under the write lock. A new entry (or a new value for a key)
+    /// always joins as the newest, in slot `LEN`, after SIEVE victims made room for it by
+    /// count and by bytes; a heap too full or fragmented for its block is compacted, then
+    /// more victims go.
     fn put(
         &self,
         hash: u64,
@@ -338,36 +375,109 @@ impl<'a> Engine<'a> {
         now: u64,
         expires_at: u64,
         replace: bool,
-    ) -> Result<Option<u32>, Corrupt> {
+    ) -> Result<Put, Corrupt> {
         let table = self.table;
         if let Some(i) = table.find(hash, key) {
-            if replace || !table.read_live(i, now, &mut ValueBuf::new()) {
-                // Expired or damaged: the new value takes its place in the queue.
-                table.write_entry(i, key, value, expires_at);
-                return Ok(Some(i));
+            if !replace && table.read_live(i, now, &mut ValueBuf::new()) {
+                return Ok(Put::Kept);
             }
-            return Ok(None);
+            // Expired, damaged or to be replaced: the new value joins as a new entry.
+            table.remove(i, hash)?;
         }
-        let len = table.len()?;
-        let i = if len < self.layout.capacity() {
-            table.set_len(len + 1);
-            len
-        } else {
-            let mut queue = table.queue();
-            let victim = queue
-                .select_victim(|i| table.second_chance(i, now))
-                .ok_or(Corrupt)?;
-            if victim >= len {
-                return Err(Corrupt);
+        let size = key.len() as u64 + value.len() as u64;
+        let budget = self.layout.params().byte_budget();
+        while table.len()? >= self.layout.capacity() || table.bytes() + size > budget {
+            if !self.evict(now)? {
+                break;
             }
-            table.table_remove(table.hash_of(victim)?, victim)?;
-            queue.unlink(victim);
-            victim
+        }
+        if table.len()? >= self.layout.capacity() {
+            return Err(Corrupt);
+        }
+        let block = match self.block_for(key.len(), value.len(), now)? {
+            Some(block) => block,
+            None => return Ok(Put::NoSpace),
         };
-        table.write_entry(i, key, value, expires_at);
+        let i = table.len()?;
+        table.set_len(i + 1);
+        table.write_entry(i, key, value, expires_at, block);
         table.clear_visited(i);
         table.queue().push_newest(i);
-        table.table_insert(hash, i).map(|()| Some(i))
+        table.table_insert(hash, i)?;
+        table.add_bytes(size);
+        Ok(Put::Stored(i))
+    }
+
+    /// A heap block for an entry of these sizes: compacting the heap, then evicting a few
+    /// entries at a time, while there is none. `None` when nothing is left to evict.
+    fn block_for(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        now: u64,
+    ) -> Result<Option<u64>, Corrupt> {
+        let table = self.table;
+        loop {
+            match table.alloc(key_len, value_len) {
+                Ok(block) => return Ok(Some(block)),
+                Err(NoBlock::Corrupt) => return Err(Corrupt),
+                Err(NoBlock::Full) => {}
+            }
+            table.compact(table.len()?);
+            match table.alloc(key_len, value_len) {
+                Ok(block) => return Ok(Some(block)),
+                Err(NoBlock::Corrupt) => return Err(Corrupt),
+                Err(NoBlock::Full) => {}
+            }
+            for _ in 0..EVICT_FOR_SPACE {
+                if !self.evict(now)? {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Takes the SIEVE victim out; false when the queue is empty.
+    fn evict(&self, now: u64) -> Result<bool, Corrupt> {
+        let table = self.table;
+        let len = table.len()?;
+        let Some(victim) = table.queue().select_victim(|i| table.second_chance(i, now)) else {
+            return Ok(false);
+        };
+        if victim >= len {
+            return Err(Corrupt);
+        }
+        table.remove(victim, table.hash_of(victim)?)?;
+        Ok(true)
+    }
+}
+
+/// Entries evicted between two compactions while looking for heap space.
+const EVICT_FOR_SPACE: usize = 8;
+
+/// The heap behind a [`HeapRegion`]: all there from the start, but handed out as the file's
+/// would be (a first chunk, then growth), up to an optional cap that plays a full disk.
+pub struct HeapBacking {
+    limit: AtomicU64,
+    cap: AtomicU64,
+}
+
+impl Backing for HeapBacking {
+    fn limit(&self) -> &AtomicU64 {
+        &self.limit
+    }
+
+    fn grow(&self, heap_words: usize) -> bool {
+        if heap_words as u64 > self.cap.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.limit.fetch_max(heap_words as u64, Ordering::Release);
+        true
+    }
+
+    fn refresh(&self, published: usize) {
+        let published = (published as u64).min(self.cap.load(Ordering::Relaxed));
+        self.limit.fetch_max(published, Ordering::Release);
     }
 }
 
@@ -377,6 +487,7 @@ pub struct HeapRegion {
     layout: Layout,
     lock: Box<[AtomicU64]>,
     data: Box<[AtomicU64]>,
+    backing: HeapBacking,
 }
 
 impl HeapRegion {
@@ -391,13 +502,63 @@ impl HeapRegion {
         let (lock, data) = (words(LOCK_WORDS), words(layout.total_words()));
         layout::init_lock(&lock, 1, "");
         lock[lock_word::GENERATION].store(1, Ordering::Relaxed);
-        layout.init_data(&data, 1, 1);
-        Ok(Self { layout, lock, data })
+        layout.init_data(&data, 1, 1, layout.initial_heap());
+        let backing = HeapBacking {
+            limit: AtomicU64::new(layout.initial_heap() as u64),
+            cap: AtomicU64::new(layout.heap_max() as u64),
+        };
+        Ok(Self {
+            layout,
+            lock,
+            data,
+            backing,
+        })
     }
 
     /// The cache over these regions.
     pub fn engine(&self) -> Engine<'_> {
-        Engine::new(&self.layout, &self.lock, &self.data, 1).expect("regions sized by the layout")
+        Engine::new(&self.layout, &self.lock, &self.data, 1, &self.backing)
+            .expect("regions sized by the layout")
+    }
+
+    /// The index in [`HeapRegion::data_words`] of data word `n` of slot `i`'s entry (in its
+    /// head or its block).
+    #[cfg(any(test, fuzzing, loom, shuttle))]
+    pub fn data_word_index(&self, i: u32, n: usize) -> usize {
+        use super::layout::{slot, split_block};
+        let layout = &self.layout;
+        match n.checked_sub(slot::INLINE_DATA) {
+            None => layout.slot_word(i, slot::DATA + n),
+            Some(beyond) => {
+                let block = self.data[layout.slot_word(i, slot::BLOCK)].load(Ordering::Relaxed);
+                let (offset, _) = split_block(block).expect("an entry with a block");
+                layout.heap_start() + offset + beyond
+            }
+        }
+    }
+
+    /// Lets the heap grow to at most `words` words from now on, as a full disk would.
+    pub fn cap_heap(&self, words: usize) {
+        self.backing.cap.store(words as u64, Ordering::Relaxed);
+    }
+
+    /// The region's heap backing.
+    pub fn backing(&self) -> &HeapBacking {
+        &self.backing
+    }
+
+    /// Another process's view of the heap: it starts with the first chunk and takes in
+    /// growth as a process mapping the file would.
+    pub fn process_backing(&self) -> HeapBacking {
+        HeapBacking {
+            limit: AtomicU64::new(self.layout.initial_heap() as u64),
+            cap: AtomicU64::new(self.layout.heap_max() as u64),
+        }
+    }
+
+    /// Heap words handed out so far.
+    pub fn heap_limit(&self) -> usize {
+        self.backing.limit.load(Ordering::Relaxed) as usize
     }
 
     /// The layout of the regions.
@@ -417,10 +578,11 @@ impl HeapRegion {
 
     /// Asserts the structure a correct writer leaves (tests, fuzzing, models; call it with no
     /// write in progress): `len` slots, each in the SIEVE queue once and in the table once
-    /// under its own hash tag, nothing else in the table, no key held by two slots.
+    /// under its own hash tag, nothing else in the table, no key held by two slots, blocks
+    /// inside the heap's top and never shared, the byte count exact.
     #[cfg(any(test, fuzzing, loom, shuttle))]
     pub fn check_invariants(&self) {
-        use super::layout::{slot, split_entry};
+        use super::layout::{class_words, meta, slot, split_block, split_entry};
         let layout = &self.layout;
         let load = |i: usize| self.data[i].load(Ordering::Relaxed);
         let len = load(header::LEN) as u32;
@@ -431,7 +593,7 @@ impl HeapRegion {
             assert!(at < len, "queued slot {at} beyond len {len}");
             order.push(at);
             assert!(order.len() <= len as usize, "queue longer than len");
-            at = load(layout.slot_word(at, slot::LINKS)) as u32;
+            at = load(layout.meta_word(at, meta::LINKS)) as u32;
         }
         order.sort_unstable();
         assert_eq!(
@@ -439,11 +601,12 @@ impl HeapRegion {
             (0..len).collect::<Vec<_>>(),
             "every occupied slot queued once"
         );
+        let engine = self.engine();
         let mut in_table: Vec<u32> = Vec::new();
         for pos in 0..layout.table_size() {
             if let (Some(i), tag) = split_entry(load(layout.table_word(pos))) {
                 assert!(i < len, "table names slot {i} beyond len {len}");
-                let hash = self.engine().table.hash_of(i).expect("a valid key length");
+                let hash = engine.table.hash_of(i).expect("a valid key");
                 assert_eq!(tag, hash as u32, "slot {i} filed under another hash");
                 in_table.push(i);
             }
@@ -454,20 +617,28 @@ impl HeapRegion {
             (0..len).collect::<Vec<_>>(),
             "every occupied slot in the table once"
         );
-        let key_of = |i: u32| -> Vec<u64> {
-            let key_len = load(layout.slot_word(i, slot::LENS)) as u32;
-            assert!(
-                key_len <= layout.params().max_key_size,
-                "slot {i} key too long"
-            );
-            (0..(key_len as usize).div_ceil(8))
-                .map(|n| load(layout.data_word(i, n)))
-                .chain([u64::from(key_len)])
-                .collect()
-        };
-        let mut keys: Vec<Vec<u64>> = (0..len).map(key_of).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        assert_eq!(keys.len(), len as usize, "a key held by two slots");
+        let top = load(header::TOP) as usize;
+        let mut blocks: Vec<(usize, usize)> = (0..len)
+            .filter_map(|i| split_block(load(layout.slot_word(i, slot::BLOCK))))
+            .map(|(offset, class)| (offset, offset + class_words(class)))
+            .collect();
+        blocks.sort_unstable();
+        for pair in blocks.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "blocks {pair:?} overlap");
+        }
+        if let Some(&(_, end)) = blocks.last() {
+            assert!(end <= top, "a block past the heap's top");
+        }
+        let bytes: u64 = (0..len).map(|i| engine.table.entry_bytes(i)).sum();
+        assert_eq!(bytes, load(header::BYTES), "byte count");
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..len {
+            let key_len = load(layout.slot_word(i, slot::LENS)) as u32 as usize;
+            let key: Vec<u64> = (0..key_len.div_ceil(8))
+                .map(|n| engine.table.data_word(i, n).expect("key words"))
+                .chain([key_len as u64])
+                .collect();
+            assert!(seen.insert(key), "a key held by two slots");
+        }
     }
 }

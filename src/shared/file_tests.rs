@@ -645,3 +645,46 @@ fn a_stuck_holder_never_stops_others_from_opening_when_the_data_file_must_be_rep
     mapping.lock_words()[lock_word::OWNER].store(0, Ordering::SeqCst);
     assert_eq!(stuck.get(b"k", 0).as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn a_large_cache_allocates_little_and_grows_as_entries_land() {
+    let tmp = TempDir::new("sparse");
+    let dir = tmp.cache();
+    let params = Params {
+        capacity: 100_000,
+        max_key_size: 256,
+        max_value_size: 65_536,
+        ttl_ns: None,
+        max_bytes: None,
+    };
+    let early = SharedStore::open(&dir, STEM, params).unwrap();
+    let allocated = || fs::metadata(file(&dir, "data")).unwrap().blocks() * 512;
+    let at_open = allocated();
+    assert!(at_open < 16 << 20, "{at_open} bytes allocated at open");
+    let writer = SharedStore::open(&dir, STEM, params).unwrap();
+    for k in 0..100u32 {
+        let value = vec![k as u8; 60_000];
+        assert_eq!(
+            writer.insert(&k.to_le_bytes(), &value, 0, u64::MAX),
+            InsertOutcome::Stored
+        );
+    }
+    let grown = allocated() - at_open;
+    assert!(
+        (6_000_000..12_000_000).contains(&grown),
+        "{grown} bytes for 6 MB of values"
+    );
+    // A mapping opened before the growth reads the new entries, and writes into the heap
+    // too; one opened after sees everything.
+    for k in 0..100u32 {
+        assert_eq!(early.get(&k.to_le_bytes(), 0), Some(vec![k as u8; 60_000]));
+    }
+    assert_eq!(
+        early.insert(b"late", &vec![7; 50_000], 0, u64::MAX),
+        InsertOutcome::Stored
+    );
+    let late = SharedStore::open(&dir, STEM, params).unwrap();
+    assert_eq!(late.get(b"late", 0), Some(vec![7; 50_000]));
+    assert_eq!(late.get(&5u32.to_le_bytes(), 0), Some(vec![5; 60_000]));
+    assert!(late.info().current_bytes >= 100 * 60_000);
+}

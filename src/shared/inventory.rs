@@ -39,6 +39,8 @@ pub struct CacheFile {
     pub oversize_skips: u64,
     /// Bytes the two files occupy on their file system.
     pub bytes: u64,
+    /// Key and value bytes of the entries held.
+    pub held_bytes: u64,
     /// A live process has the cache open.
     pub in_use: bool,
     /// Wall-clock seconds of the last open or insert (0: unknown).
@@ -99,6 +101,7 @@ fn describe(dir: &Dir, stem: String) -> CacheFile {
         row.hits = sum(header::HITS);
         row.misses = sum(header::MISSES);
         row.oversize_skips = at(header::OVERSIZE);
+        row.held_bytes = at(header::BYTES);
     }
     row
 }
@@ -149,6 +152,7 @@ pub fn clear(dir: &Path, stem: &str) -> io::Result<bool> {
         max_key_size,
         max_value_size,
         ttl_ns: (ttl != u64::MAX).then_some(ttl),
+        max_bytes: Some(word(&head, header::MAX_BYTES)),
     };
     let store: SharedStore =
         SharedStore::open_named(Some(dir), stem, &row.function, params, ProcessOwner)?;

@@ -1,48 +1,56 @@
 //! The two file formats, as arrays of 64-bit words (native byte order: the files never leave
 //! the machine).
 //!
-//! **Lock file** ([`LOCK_WORDS`] words, one cache line): `MAGIC`, `VERSION`, `NONCE` (random,
-//! fixed for the file's life), `RETIRED` (non-zero once the file was replaced), `GENERATION`
-//! (bumped each time the data file is recreated), `SEQ` and `OWNER` (the seqlock, see
-//! [`super::seqlock`]).
+//! **Lock file** ([`LOCK_WORDS`] words): `MAGIC`, `VERSION`, `NONCE` (random, fixed for the
+//! file's life), `RETIRED` (non-zero once the file was replaced), `GENERATION` (bumped each
+//! time the data file is recreated), `SEQ` and `OWNER` (the write lock, see
+//! [`super::seqlock`]), `LAST_USE`, and the function's name.
 //!
 //! **Data file**, in order:
 //! - a header of [`HEADER_WORDS`] words: `MAGIC` and `GENERATION` (the lock file's
 //!   generation this file belongs to; both are checked by every operation, so they share the
 //!   first cache line), `VERSION`, every parameter (`CAPACITY`, `MAX_KEY`, `MAX_VALUE`,
-//!   `TTL`), the derived sizes (`TABLE_SIZE`, `OVERFLOW_WORDS`, `TOTAL_WORDS`), `HASH_PROBE`
-//!   (the key hash of a fixed string: builds that hash keys differently must not share a
-//!   file), `LOCK_NONCE` (which lock file the file belongs to), the live state (`LEN`, SIEVE
-//!   `HEAD`, `TAIL`, `HAND`), `OVERSIZE` on its own cache line, then [`COUNTER_STRIPES`]
-//!   lines of hit and miss counters: each process counts in the stripe its pid picks, so
-//!   processes hitting one cache do not all increment one cache line (the totals are the
-//!   sums);
+//!   `TTL`, `MAX_BYTES`), the derived sizes (`TABLE_SIZE`, `HEAP_START`, `HEAP_MAX`),
+//!   `HASH_PROBE` (the key hash of a fixed string: builds that hash keys differently must
+//!   not share a file), `LOCK_NONCE` (which lock file the file belongs to), the live state
+//!   (`LEN`, SIEVE `HEAD`, `TAIL`, `HAND`, heap `TOP` and `BACKED`, `BYTES` held),
+//!   `OVERSIZE` on its own cache line, the heads of the heap's free lists (one per size
+//!   class), then [`COUNTER_STRIPES`] lines of hit and miss counters: each process counts in
+//!   the stripe its pid picks, so processes hitting one cache do not all increment one cache
+//!   line (the totals are the sums);
 //! - the hash table: `TABLE_SIZE` words (a power of two, at least twice the capacity), linear
 //!   probing; a word is 0 when empty, else `(low 32 bits of the key hash) << 32 | (slot + 1)`
 //!   (a damaged word whose low half is 0 counts as empty everywhere).
 //!   Removal is backward-shift deletion, so there are no tombstones and probe chains never
 //!   degrade under churn;
-//! - `CAPACITY` slot heads of 16 words (two cache lines) side by side: `VERSION` (even while
+//! - `CAPACITY` slot heads of 8 words (one cache line) side by side: `VERSION` (even while
 //!   the slot is whole, odd while a writer changes it: readers validate each slot on its own,
 //!   never on the lock file's `SEQ`), `LENS` (`value_len << 32 | key_len`), `EXPIRES`
 //!   (CLOCK_MONOTONIC ns, `u64::MAX` = never), `CHECKSUM` (of lengths, expiry, key and
-//!   value), the first 10 data words, `VISITED`, and last `LINKS` (`older << 32 | newer`,
-//!   SIEVE neighbours, `u32::MAX` = none);
-//! - `CAPACITY` overflows of `OVERFLOW_WORDS` words (whole cache lines; none when the largest
-//!   entry fits a head) holding each slot's data words beyond the first 10.
+//!   value), `BLOCK` (where the rest of the entry is in the heap), and the entry's first 3
+//!   data words;
+//! - `CAPACITY` slot metas of 2 words: `VISITED` (set by readers) and `LINKS`
+//!   (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none), which only writers read;
+//! - the heap, from `HEAP_START` (page aligned): blocks holding each entry's data words
+//!   beyond the first 3. A block's size is one of the size classes ([`class_words`]: 2, 3, 4,
+//!   6, 8, 12... words, each at most 1.5 times the one before), so an entry occupies at most
+//!   1.5 times its data plus a word. Blocks come from the class's free list, else from `TOP`;
+//!   the file holds only `BACKED` heap words (grown in chunks, allocated before they are
+//!   published, so no process touches a page the file does not have) out of at most
+//!   `HEAP_MAX`, which `MAX_BYTES` bounds. A free block's first word links the next free
+//!   block of its class (`offset + 1`; 0 ends the list).
 //!
 //! An entry's data words are its key padded to whole words, then its value padded to whole
-//! words. Keeping the heads dense means a lookup of a small entry touches only its head,
-//! on few pages however large `max_value_size` makes the overflows; up to 32 bytes of key
-//! and value (an int or short str key with an int value) sit in the head's first cache
-//! line with everything a lookup reads. A slot stores no hash: the table word's 32-bit tag
-//! filters probes, keys are compared byte for byte, and an evicting writer rehashes the
-//! victim's key to find its table word.
+//! words. A lookup of an entry whose key fits 3 words (an int or short str key) compares it
+//! in the head's one cache line; a repeated hit of an entry this process already decoded
+//! reads nothing else. A slot stores no hash: the table word's 32-bit tag filters probes,
+//! keys are compared byte for byte, and an evicting writer rehashes the victim's key to find
+//! its table word.
 //!
-//! Slots `0..LEN` are occupied; a new entry takes slot `LEN` until the slab is full, then the
-//! SIEVE victim's slot. Every process keeps its own [`Layout`], checked against the header
-//! once at open: offsets are computed from it, never from header words, and every length,
-//! slot index or link read from the region is checked against it before use.
+//! Slots `0..LEN` are occupied; a new entry takes slot `LEN`, and removing an entry moves
+//! the last one into its slot. Every process keeps its own [`Layout`], checked against the
+//! header once at open: offsets are computed from it, never from header words, and every
+//! length, slot index, block or link read from the region is checked against it before use.
 
 use crate::codec::key_hash;
 use crate::sync::{AtomicU64, Ordering};
@@ -53,7 +61,7 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
 /// First word of a lock file: `b"WARPLOCK"`.
 pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
 /// Bumped whenever either file format changes; other versions are recreated.
-pub const FORMAT_VERSION: u64 = 4;
+pub const FORMAT_VERSION: u64 = 5;
 
 /// Words in the lock file.
 pub const LOCK_WORDS: usize = lock_word::NAME + 1 + NAME_WORDS;
@@ -87,8 +95,11 @@ const WORDS_PER_LINE: usize = 8;
 
 /// Hit/miss counter stripes in the data file header, one cache line each.
 pub const COUNTER_STRIPES: usize = 16;
-/// Words before the hash table in the data file: three lines of fields, then the stripes.
-pub const HEADER_WORDS: usize = 24 + COUNTER_STRIPES * WORDS_PER_LINE;
+/// Heap size classes (free lists in the header).
+pub const CLASSES: usize = 64;
+/// Words before the hash table in the data file: four lines of fields, the free lists, then
+/// the stripes.
+pub const HEADER_WORDS: usize = header::STRIPES + COUNTER_STRIPES * WORDS_PER_LINE;
 /// Word indices in the data file header.
 pub mod header {
     /// [`super::DATA_MAGIC`].
@@ -98,7 +109,7 @@ pub mod header {
     pub const GENERATION: usize = 1;
     /// [`super::FORMAT_VERSION`].
     pub const VERSION: usize = 2;
-    /// Slots in the slab (the most entries held).
+    /// Slots (the most entries held).
     pub const CAPACITY: usize = 3;
     /// Largest key in bytes.
     pub const MAX_KEY: usize = 4;
@@ -106,28 +117,38 @@ pub mod header {
     pub const MAX_VALUE: usize = 5;
     /// Time to live in ns, `u64::MAX` for none.
     pub const TTL: usize = 6;
+    /// Most key and value bytes held in all.
+    pub const MAX_BYTES: usize = 7;
     /// Words in the hash table.
-    pub const TABLE_SIZE: usize = 7;
-    /// Words of each slot's overflow.
-    pub const OVERFLOW_WORDS: usize = 8;
-    /// Words in the whole file.
-    pub const TOTAL_WORDS: usize = 9;
+    pub const TABLE_SIZE: usize = 8;
+    /// Where the heap starts (a word index).
+    pub const HEAP_START: usize = 9;
+    /// Most words the heap may grow to.
+    pub const HEAP_MAX: usize = 10;
     /// `key_hash` of a fixed string.
-    pub const HASH_PROBE: usize = 10;
+    pub const HASH_PROBE: usize = 11;
     /// `NONCE` of the lock file this data file belongs to.
-    pub const LOCK_NONCE: usize = 11;
+    pub const LOCK_NONCE: usize = 12;
     /// Occupied slots.
-    pub const LEN: usize = 12;
+    pub const LEN: usize = 13;
     /// SIEVE newest slot.
-    pub const HEAD: usize = 13;
+    pub const HEAD: usize = 14;
     /// SIEVE oldest slot.
-    pub const TAIL: usize = 14;
+    pub const TAIL: usize = 15;
     /// SIEVE hand.
-    pub const HAND: usize = 15;
-    /// Inserts skipped because the key or value was too large.
-    pub const OVERSIZE: usize = 16;
+    pub const HAND: usize = 16;
+    /// Heap words handed out from the start (free blocks included).
+    pub const TOP: usize = 17;
+    /// Heap words the file holds (grown before it is raised).
+    pub const BACKED: usize = 18;
+    /// Key and value bytes of the entries held.
+    pub const BYTES: usize = 19;
+    /// Inserts skipped because the key or value was too large, or space ran out.
+    pub const OVERSIZE: usize = 24;
+    /// Free list head of size class `c` is `FREE + c`.
+    pub const FREE: usize = 32;
     /// The first counter stripe; stripe `s` is the line at `STRIPES + 8 * s`.
-    pub const STRIPES: usize = 24;
+    pub const STRIPES: usize = FREE + super::CLASSES;
     /// Offset in a stripe of its count of lookups that found a live entry.
     pub const HITS: usize = 0;
     /// Offset in a stripe of its count of lookups that did not.
@@ -149,17 +170,55 @@ pub mod slot {
     pub const EXPIRES: usize = 2;
     /// Of lengths, expiry, key and value.
     pub const CHECKSUM: usize = 3;
+    /// The entry's heap block: `(offset + 1) << 8 | class`, [`super::NO_BLOCK`] (0) for none.
+    pub const BLOCK: usize = 4;
     /// The first data word (key words, then value words) kept in the head.
-    pub const DATA: usize = 4;
-    /// SIEVE's visited bit, set by readers: in the second line, so the first line (what a
-    /// hit reads) is written by writers only.
-    pub const VISITED: usize = 14;
-    /// SIEVE links: written by writers only.
-    pub const LINKS: usize = 15;
-    /// Words in a slot's head: two cache lines.
-    pub const HEAD_WORDS: usize = 16;
-    /// Data words kept in the head; the rest of a larger entry is in the slot's overflow.
-    pub const INLINE_DATA: usize = VISITED - DATA;
+    pub const DATA: usize = 5;
+    /// Words in a slot's head: one cache line.
+    pub const HEAD_WORDS: usize = 8;
+    /// Data words kept in the head; the rest of a larger entry is in its heap block.
+    pub const INLINE_DATA: usize = HEAD_WORDS - DATA;
+}
+
+/// Word offsets inside a slot's meta.
+pub mod meta {
+    /// SIEVE's visited bit, set by readers.
+    pub const VISITED: usize = 0;
+    /// SIEVE links: written and read by writers only.
+    pub const LINKS: usize = 1;
+    /// Words in a slot's meta.
+    pub const WORDS: usize = 2;
+}
+
+/// A slot's `BLOCK` word when the entry fits its head (a zeroed slot has no block).
+pub const NO_BLOCK: u64 = 0;
+
+/// Words of heap block size class `class` (2, 3, 4, 6, 8, 12, ...).
+pub const fn class_words(class: usize) -> usize {
+    let base = 1usize << (class / 2 + 1);
+    if class % 2 == 0 {
+        base
+    } else {
+        base + base / 2
+    }
+}
+
+/// The smallest size class of at least `words` words (`None` past the largest).
+pub fn class_for(words: usize) -> Option<usize> {
+    (0..CLASSES).find(|&c| class_words(c) >= words)
+}
+
+/// A `BLOCK` word: `(offset + 1) << 8 | class`.
+pub(crate) fn block_ref(offset: usize, class: usize) -> u64 {
+    (offset as u64 + 1) << 8 | class as u64
+}
+
+/// The heap offset and size class a `BLOCK` word names (`None` for [`NO_BLOCK`] or a
+/// class out of range).
+pub(crate) fn split_block(word: u64) -> Option<(usize, usize)> {
+    let class = (word & 0xFF) as usize;
+    let offset = ((word >> 8) as usize).checked_sub(1)?;
+    (class < CLASSES).then_some((offset, class))
 }
 
 /// The parameters a shared cache is created with; a file made with others is recreated.
@@ -173,6 +232,19 @@ pub struct Params {
     pub max_value_size: u32,
     /// Time to live in nanoseconds; `None` for entries that never expire.
     pub ttl_ns: Option<u64>,
+    /// Most key and value bytes held in all; `None`: `capacity * (max_key_size +
+    /// max_value_size)`.
+    pub max_bytes: Option<u64>,
+}
+
+impl Params {
+    /// The byte budget, defaults applied.
+    pub fn byte_budget(&self) -> u64 {
+        self.max_bytes.unwrap_or(
+            u64::from(self.capacity)
+                * (u64::from(self.max_key_size) + u64::from(self.max_value_size)),
+        )
+    }
 }
 
 /// The parameters describe a file too large to address.
@@ -192,20 +264,31 @@ impl std::error::Error for TooLarge {}
 pub struct Layout {
     params: Params,
     table_size: usize,
-    /// Data words of the largest entry (longest key, then longest value).
-    data_words: usize,
-    /// Words of each slot's overflow (a whole number of cache lines, maybe none).
-    overflow_words: usize,
-    /// Where the slot heads start, and the overflows.
+    /// Where the slot heads start, and the metas.
     heads: usize,
-    overflows: usize,
-    total_words: usize,
+    metas: usize,
+    heap_start: usize,
+    heap_max: usize,
 }
 
 /// Whole words needed for `bytes` bytes.
-fn words_for(bytes: u32) -> usize {
-    (bytes as usize).div_ceil(8)
+fn words_for(bytes: u64) -> u64 {
+    bytes.div_ceil(8)
 }
+
+/// Words in a page: the heap starts on one, and grows by whole pages. (Models and fuzzing
+/// use tiny pages and chunks: their regions are built word by word.)
+const PAGE_WORDS: usize = if cfg!(any(loom, shuttle, fuzzing)) {
+    8
+} else {
+    512
+};
+/// The heap a new file holds, and the least it grows by: 64 KiB.
+pub const CHUNK_WORDS: usize = if cfg!(any(loom, shuttle, fuzzing)) {
+    16
+} else {
+    8 * 1024
+};
 
 impl Layout {
     /// The most slots a file may have: table positions then fit the 32-bit hash tags.
@@ -223,31 +306,38 @@ impl Layout {
             .max(8)
             .checked_next_power_of_two()
             .ok_or(TooLarge)?;
-        let data_words = words_for(params.max_key_size) + words_for(params.max_value_size);
-        let overflow_words = data_words
-            .saturating_sub(slot::INLINE_DATA)
-            .next_multiple_of(WORDS_PER_LINE);
         let heads = HEADER_WORDS + table_size;
-        let overflows = capacity
+        let metas = capacity
             .checked_mul(slot::HEAD_WORDS)
             .and_then(|all| all.checked_add(heads))
             .ok_or(TooLarge)?;
-        let total_words = capacity
-            .checked_mul(overflow_words)
-            .and_then(|all| all.checked_add(overflows))
-            .ok_or(TooLarge)?;
+        let heap_start = capacity
+            .checked_mul(meta::WORDS)
+            .and_then(|all| all.checked_add(metas))
+            .ok_or(TooLarge)?
+            .next_multiple_of(PAGE_WORDS);
+        // Blocks hold at most 1.5 times the data words beyond the head, plus a word of
+        // rounding per entry; one more chunk of slack for the free lists' fragmentation.
+        let heap_max = words_for(params.byte_budget())
+            .checked_mul(3)
+            .map(|w| w / 2)
+            .and_then(|w| w.checked_add(params.capacity as u64 * 2))
+            .and_then(|w| w.checked_add(CHUNK_WORDS as u64))
+            .and_then(|w| usize::try_from(w).ok())
+            .ok_or(TooLarge)?
+            .next_multiple_of(PAGE_WORDS);
+        let total = heap_start.checked_add(heap_max).ok_or(TooLarge)?;
         // Mappings and slices are limited to isize::MAX bytes.
-        if total_words > isize::MAX as usize / 8 {
+        if total > isize::MAX as usize / 8 {
             return Err(TooLarge);
         }
         Ok(Self {
             params,
             table_size,
-            data_words,
-            overflow_words,
             heads,
-            overflows,
-            total_words,
+            metas,
+            heap_start,
+            heap_max,
         })
     }
 
@@ -256,14 +346,43 @@ impl Layout {
         self.params
     }
 
-    /// Words in the data file.
+    /// Words a data file may grow to (and every mapping of it covers).
     pub fn total_words(&self) -> usize {
-        self.total_words
+        self.heap_start + self.heap_max
     }
 
-    /// Bytes in the data file.
+    /// Bytes a data file may grow to.
     pub fn total_bytes(&self) -> usize {
-        self.total_words * 8
+        self.total_words() * 8
+    }
+
+    /// Words of a new data file: everything before the heap, and a first chunk of it.
+    pub fn initial_words(&self) -> usize {
+        self.heap_start + self.initial_heap()
+    }
+
+    /// Heap words a new data file holds.
+    pub fn initial_heap(&self) -> usize {
+        CHUNK_WORDS.min(self.heap_max)
+    }
+
+    /// Where the heap starts.
+    pub fn heap_start(&self) -> usize {
+        self.heap_start
+    }
+
+    /// The most words the heap may grow to.
+    pub fn heap_max(&self) -> usize {
+        self.heap_max
+    }
+
+    /// The heap size to grow to from `backed` words for `needed` more words past `top`:
+    /// a quarter more, at least a chunk, in whole pages, at most [`Layout::heap_max`].
+    pub fn grown_heap(&self, backed: usize, top: usize, needed: usize) -> usize {
+        (backed + (backed / 4).max(CHUNK_WORDS))
+            .max(top + needed)
+            .next_multiple_of(PAGE_WORDS)
+            .min(self.heap_max)
     }
 
     pub(crate) fn capacity(&self) -> u32 {
@@ -284,24 +403,9 @@ impl Layout {
         self.heads + i as usize * slot::HEAD_WORDS + field
     }
 
-    /// Index of data word `n` of slot `i` (`i < capacity`, `n` below the largest entry's
-    /// data words).
-    pub fn data_word(&self, i: u32, n: usize) -> usize {
-        if n < slot::INLINE_DATA {
-            self.slot_word(i, slot::DATA + n)
-        } else {
-            self.overflow_word(i) + n - slot::INLINE_DATA
-        }
-    }
-
-    /// Index of the first word of slot `i`'s overflow.
-    pub(crate) fn overflow_word(&self, i: u32) -> usize {
-        self.overflows + i as usize * self.overflow_words
-    }
-
-    /// Words in each slot's overflow.
-    pub(crate) fn overflow_words(&self) -> usize {
-        self.overflow_words
+    /// Index of word `field` of slot `i`'s meta (`i < capacity`, `field < meta::WORDS`).
+    pub fn meta_word(&self, i: u32, field: usize) -> usize {
+        self.metas + i as usize * meta::WORDS + field
     }
 
     /// Header words fixed for the file's life, in index order from `MAGIC`.
@@ -314,28 +418,31 @@ impl Layout {
             u64::from(self.params.max_key_size),
             u64::from(self.params.max_value_size),
             self.params.ttl_ns.unwrap_or(u64::MAX),
+            self.params.byte_budget(),
             self.table_size as u64,
-            self.overflow_words as u64,
-            self.total_words as u64,
+            self.heap_start as u64,
+            self.heap_max as u64,
             hash_probe(),
             nonce,
         ]
     }
 
-    /// Writes the header of an empty data file into zeroed `data` (`total_words` long).
-    pub fn init_data(&self, data: &[AtomicU64], nonce: u64, generation: u64) {
+    /// Writes the header of an empty data file into zeroed `data` (at least
+    /// `initial_words` long), whose heap holds `backed` words.
+    pub fn init_data(&self, data: &[AtomicU64], nonce: u64, generation: u64, backed: usize) {
         for (word, value) in data.iter().zip(self.identity(nonce, generation)) {
             word.store(value, Ordering::Relaxed);
         }
         for i in [header::HEAD, header::TAIL, header::HAND] {
             data[i].store(u64::from(crate::sieve::NIL), Ordering::Relaxed);
         }
+        data[header::BACKED].store(backed as u64, Ordering::Relaxed);
     }
 
     /// Whether `data` is a data file of this layout belonging to the given lock file and
     /// generation.
     pub fn data_matches(&self, data: &[AtomicU64], nonce: u64, generation: u64) -> bool {
-        data.len() == self.total_words
+        data.len() >= HEADER_WORDS
             && data
                 .iter()
                 .zip(self.identity(nonce, generation))
@@ -410,6 +517,7 @@ mod tests {
             max_key_size: 13,
             max_value_size: 100,
             ttl_ns: None,
+            max_bytes: None,
         }
     }
 
@@ -417,30 +525,90 @@ mod tests {
     fn sizes_and_offsets() {
         let layout = Layout::new(params(5)).unwrap();
         assert_eq!(layout.table_size(), 16);
-        // 2 key words + 13 value words: 10 in the head, 5 overflow (rounded to a line).
-        assert_eq!(layout.data_words, 15);
-        assert_eq!(layout.overflow_words(), 8);
         assert_eq!(layout.slot_word(0, 0), HEADER_WORDS + 16);
-        assert_eq!(layout.data_word(1, 0), HEADER_WORDS + 16 + 16 + slot::DATA);
-        assert_eq!(layout.data_word(1, 9), HEADER_WORDS + 16 + 32 - 3);
-        assert_eq!(layout.data_word(0, 10), HEADER_WORDS + 16 + 5 * 16);
-        assert_eq!(layout.total_words(), HEADER_WORDS + 16 + 5 * (16 + 8));
-        assert_eq!(layout.data_word(4, 14), layout.total_words() - 8 + 4);
-        let small = Layout::new(Params {
-            max_key_size: 16,
-            max_value_size: 64,
-            ..params(5)
-        })
-        .unwrap();
-        assert_eq!(small.overflow_words(), 0, "2 + 8 data words fit the head");
-        let spill = Layout::new(Params {
-            max_key_size: 16,
-            max_value_size: 72,
-            ..params(5)
-        })
-        .unwrap();
-        assert_eq!(spill.overflow_words(), 8, "2 + 9 data words do not");
+        assert_eq!(layout.slot_word(1, slot::DATA), HEADER_WORDS + 16 + 8 + 5);
+        assert_eq!(layout.meta_word(0, 0), HEADER_WORDS + 16 + 5 * 8);
+        assert_eq!(
+            layout.meta_word(4, meta::LINKS),
+            HEADER_WORDS + 16 + 5 * 8 + 9
+        );
+        assert_eq!(layout.heap_start() % PAGE_WORDS, 0);
+        assert!(layout.heap_start() > layout.meta_word(4, meta::LINKS));
+        // 5 * 113 bytes of budget: 71 words, 1.5 times that, 2 per slot, a chunk, in pages.
+        assert_eq!(
+            layout.heap_max(),
+            (106 + 10 + CHUNK_WORDS).next_multiple_of(512)
+        );
+        assert_eq!(layout.initial_heap(), CHUNK_WORDS);
+        assert_eq!(
+            layout.total_words(),
+            layout.heap_start() + layout.heap_max()
+        );
         assert_eq!(Layout::new(params(0)).unwrap().table_size(), 8);
+    }
+
+    #[test]
+    fn a_large_cache_starts_small() {
+        let layout = Layout::new(Params {
+            capacity: 100_000,
+            max_key_size: 256,
+            max_value_size: 65_536,
+            ttl_ns: None,
+            max_bytes: None,
+        })
+        .unwrap();
+        assert!(
+            layout.initial_words() * 8 < 16 << 20,
+            "{}",
+            layout.initial_words() * 8
+        );
+        assert!(
+            layout.total_bytes() > 6 << 30,
+            "room to grow to the byte budget"
+        );
+    }
+
+    #[test]
+    fn size_classes_grow_by_at_most_half() {
+        assert_eq!(
+            (0..8).map(class_words).collect::<Vec<_>>(),
+            [2, 3, 4, 6, 8, 12, 16, 24]
+        );
+        for c in 1..CLASSES - 1 {
+            assert!(class_words(c) * 2 <= class_words(c - 1) * 3, "class {c}");
+        }
+        assert_eq!(class_for(1), Some(0));
+        assert_eq!(class_for(5), Some(3));
+        assert_eq!(class_for(6), Some(3));
+        assert_eq!(class_for(7), Some(4));
+        assert!(
+            class_words(CLASSES - 1) >= 1 << 32,
+            "any u32-sized entry has a class"
+        );
+        assert_eq!(split_block(block_ref(12345, 7)), Some((12345, 7)));
+        assert_eq!(split_block(NO_BLOCK), None);
+        assert_eq!(split_block(block_ref(0, 0)), Some((0, 0)));
+        assert_eq!(split_block(block_ref(1, CLASSES)), None);
+    }
+
+    #[test]
+    fn grown_heap_is_paged_bounded_and_enough() {
+        let layout = Layout::new(Params {
+            max_bytes: Some(1 << 30),
+            ..params(4)
+        })
+        .unwrap();
+        let grown = layout.grown_heap(CHUNK_WORDS, CHUNK_WORDS - 2, 100);
+        assert_eq!(grown, 2 * CHUNK_WORDS);
+        assert_eq!(
+            layout.grown_heap(1 << 20, 1 << 20, 10),
+            (1 << 20) + (1 << 18)
+        );
+        assert_eq!(layout.grown_heap(0, 0, 1 << 22), 1 << 22);
+        assert_eq!(
+            layout.grown_heap(layout.heap_max(), 0, 1),
+            layout.heap_max()
+        );
     }
 
     #[test]
@@ -450,10 +618,17 @@ mod tests {
             max_key_size: u32::MAX,
             max_value_size: u32::MAX,
             ttl_ns: None,
+            max_bytes: None,
         };
-        // 2^31 slots of 2^30 words: 2^61 words fit a u64 but not a mapping.
         assert_eq!(Layout::new(huge), Err(TooLarge));
         assert_eq!(Layout::new(params(Layout::MAX_CAPACITY + 1)), Err(TooLarge));
+        assert_eq!(
+            Layout::new(Params {
+                max_bytes: Some(u64::MAX),
+                ..params(1)
+            }),
+            Err(TooLarge)
+        );
     }
 
     #[test]
@@ -468,14 +643,13 @@ mod tests {
     #[test]
     fn header_checks_every_identity_word() {
         let layout = Layout::new(params(3)).unwrap();
-        let data: Vec<AtomicU64> = (0..layout.total_words())
+        let data: Vec<AtomicU64> = (0..layout.initial_words())
             .map(|_| AtomicU64::new(0))
             .collect();
-        layout.init_data(&data, 42, 7);
+        layout.init_data(&data, 42, 7, layout.initial_heap());
         assert!(layout.data_matches(&data, 42, 7));
         assert!(!layout.data_matches(&data, 43, 7));
         assert!(!layout.data_matches(&data, 42, 8));
-        assert!(!layout.data_matches(&data[1..], 42, 7));
         for i in 0..=header::LOCK_NONCE {
             let old = data[i].fetch_xor(1, Ordering::Relaxed);
             assert!(!layout.data_matches(&data, 42, 7), "word {i} not checked");
@@ -487,5 +661,11 @@ mod tests {
         })
         .unwrap();
         assert!(!other.data_matches(&data, 42, 7));
+        let budget = Layout::new(Params {
+            max_bytes: Some(77),
+            ..params(3)
+        })
+        .unwrap();
+        assert!(!budget.data_matches(&data, 42, 7));
     }
 }

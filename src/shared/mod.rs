@@ -28,7 +28,7 @@ mod store;
 mod stripe;
 mod table;
 
-pub use engine::{Engine, HeapRegion, Info, InsertOutcome, Stale};
+pub use engine::{Engine, HeapBacking, HeapRegion, Info, InsertOutcome, Stale};
 pub use layout::{Params, TooLarge};
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub use region::{
@@ -41,7 +41,7 @@ pub use seqlock::{LockOwner, Patience};
 pub type ValueBuf = crate::inline_buf::InlineWords<32>;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub use store::{Current, Found, SharedStore};
-pub use table::Read;
+pub use table::{Backing, Read};
 
 #[cfg(all(test, unix, not(any(loom, shuttle))))]
 mod file_tests;

@@ -22,9 +22,10 @@
 //! image (see [`super::process`]); [`Mapping::private`] is the in-process stand-in used when
 //! the files cannot be opened.
 
-use super::layout::{self, lock_word, Layout, LOCK_WORDS};
+use super::layout::{self, header, lock_word, Layout, LOCK_WORDS};
 use super::process::{self, Incarnation};
 use super::seqlock::{LockOwner, SeqLock};
+use super::table::Backing;
 use crate::sync::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use std::ffi::CString;
@@ -188,6 +189,61 @@ pub(crate) struct Mapping {
     created: bool,
     /// The directory the files are in (`None` for private memory).
     dir: Option<PathBuf>,
+    /// How much of the data file's heap this process may touch, and how to grow it.
+    backing: DataBacking,
+}
+
+/// The heap of a mapped data file (or of private memory: `file` is `None`). The file is as
+/// long as the largest the layout allows but sparse: only the words before the heap and the
+/// heap's first `BACKED` words are allocated, before anyone touches them.
+pub(crate) struct DataBacking {
+    limit: AtomicU64,
+    file: Option<File>,
+    /// Bytes before the heap.
+    heap_start: u64,
+    heap_max: u64,
+}
+
+impl DataBacking {
+    fn new(file: Option<File>, layout: &Layout, backed: u64) -> Self {
+        Self {
+            limit: AtomicU64::new(backed.min(layout.heap_max() as u64)),
+            file,
+            heap_start: layout.heap_start() as u64 * 8,
+            heap_max: layout.heap_max() as u64,
+        }
+    }
+}
+
+impl Backing for DataBacking {
+    fn limit(&self) -> &AtomicU64 {
+        &self.limit
+    }
+
+    fn grow(&self, heap_words: usize) -> bool {
+        let heap_words = heap_words as u64;
+        if heap_words > self.heap_max {
+            return false;
+        }
+        let from = self.limit.load(Ordering::Acquire);
+        if heap_words > from {
+            if let Some(file) = &self.file {
+                let (start, len) = (self.heap_start + from * 8, (heap_words - from) * 8);
+                if allocate(file, start, len).is_err() {
+                    return false;
+                }
+            }
+        }
+        self.limit.fetch_max(heap_words, Ordering::Release);
+        true
+    }
+
+    fn refresh(&self, published: usize) {
+        // The grower allocated the words before publishing them (`grow`): trust the count,
+        // within the layout.
+        self.limit
+            .fetch_max((published as u64).min(self.heap_max), Ordering::Release);
+    }
 }
 
 impl Mapping {
@@ -211,7 +267,8 @@ impl Mapping {
             let Some((lock, in_use)) = open_lock(&dir, stem, function, &mut created)? else {
                 continue;
             };
-            if let Some((data, generation)) = open_data(&dir, stem, layout, words(&lock))? {
+            if let Some((data, generation, file)) = open_data(&dir, stem, layout, words(&lock))? {
+                let backed = words(&data)[header::BACKED].load(Ordering::Acquire);
                 return Ok(Self {
                     lock: ManuallyDrop::new(lock),
                     data: ManuallyDrop::new(data),
@@ -220,6 +277,7 @@ impl Mapping {
                     _in_use: Some(in_use),
                     created,
                     dir: Some(dir.1.clone()),
+                    backing: DataBacking::new(Some(file), layout, backed),
                 });
             }
             match recreate_data(&dir, stem, layout, words(&lock), owner) {
@@ -258,7 +316,7 @@ impl Mapping {
         layout::init_lock(words(&lock), random_u64(), "");
         words(&lock)[lock_word::GENERATION].store(1, Ordering::Relaxed);
         let nonce = words(&lock)[lock_word::NONCE].load(Ordering::Relaxed);
-        layout.init_data(words(&data), nonce, 1);
+        layout.init_data(words(&data), nonce, 1, layout.initial_heap());
         Ok(Self {
             lock: ManuallyDrop::new(lock),
             data: ManuallyDrop::new(data),
@@ -267,6 +325,7 @@ impl Mapping {
             _in_use: None,
             created: false,
             dir: None,
+            backing: DataBacking::new(None, layout, layout.initial_heap() as u64),
         })
     }
 
@@ -275,9 +334,15 @@ impl Mapping {
         words(&self.lock)
     }
 
-    /// The data file's words.
+    /// The data file's words (only those before the heap and the heap's backed words may
+    /// be touched: see [`Mapping::backing`]).
     pub(crate) fn data_words(&self) -> &[AtomicU64] {
         words(&self.data)
+    }
+
+    /// How much of the heap may be touched, and how to grow it.
+    pub(crate) fn backing(&self) -> &DataBacking {
+        &self.backing
     }
 
     /// The generation the data file was made for.
@@ -328,7 +393,8 @@ fn words(map: &MmapRaw) -> &[AtomicU64] {
     // SAFETY: the mapping is page-aligned, so 8-aligned, and `len` bytes long (a multiple of
     // 8: we map exactly LOCK_BYTES or a layout's total_bytes); it stays mapped while `map`
     // is borrowed; AtomicU64 has the size and alignment of u64 and every process touches
-    // these bytes only through atomics. The file was fstat-checked to cover the mapping.
+    // these bytes only through atomics. The file was fstat-checked to be as long as the
+    // mapping (sparse: words are touched only once allocated, see `DataBacking`).
     unsafe { std::slice::from_raw_parts(map.as_mut_ptr().cast::<AtomicU64>(), map.len() / 8) }
 }
 
@@ -580,7 +646,9 @@ struct Fresh<'d> {
 }
 
 impl<'d> Fresh<'d> {
-    fn create(dir: &'d Dir, stem: &str, len: usize) -> io::Result<Self> {
+    /// A new file of `len` bytes (of which the first `allocated` are allocated now: the
+    /// rest is sparse), mapped.
+    fn create(dir: &'d Dir, stem: &str, len: usize, allocated: usize) -> io::Result<Self> {
         let mut last_error = None;
         for _ in 0..8 {
             let name = format!(".{stem}.{:016x}.tmp", random_u64());
@@ -592,7 +660,7 @@ impl<'d> Fresh<'d> {
                 }
                 Err(e) => return Err(e),
             };
-            return match reserve(&file, len).and_then(|()| map(&file, len)) {
+            return match reserve(&file, len, allocated).and_then(|()| map(&file, len)) {
                 Ok(map) => Ok(Self { dir, name, map }),
                 Err(e) => {
                     let _ = dir.unlink(&name);
@@ -631,18 +699,29 @@ impl Drop for Fresh<'_> {
 
 /// Sizes a new file. On Linux the memory is allocated now, so a full `/dev/shm` fails here
 /// with an error instead of later with SIGBUS on first touch.
-fn reserve(file: &File, len: usize) -> io::Result<()> {
+fn reserve(file: &File, len: usize, allocated: usize) -> io::Result<()> {
     file.set_len(len as u64)?;
+    allocate(file, 0, allocated as u64)
+}
+
+/// Allocates `len` bytes of `file` from `start` (Linux), so that writing them can never
+/// fault for want of space: a full filesystem fails here instead.
+fn allocate(file: &File, start: u64, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        let len =
-            libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let too_large = |_| io::Error::from(io::ErrorKind::InvalidInput);
+        let (start, len) = (
+            libc::off_t::try_from(start).map_err(too_large)?,
+            libc::off_t::try_from(len).map_err(too_large)?,
+        );
         // SAFETY: a valid, open, writable descriptor; offsets within off_t.
-        let status = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        let status = unsafe { libc::posix_fallocate(file.as_raw_fd(), start, len) };
         if status != 0 {
             return Err(io::Error::from_raw_os_error(status));
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, start, len);
     Ok(())
 }
 
@@ -705,7 +784,7 @@ pub(super) fn replace_lock(dir: &Dir, stem: &str, function: &str, old: &File) ->
 }
 
 fn new_lock<'d>(dir: &'d Dir, stem: &str, function: &str) -> io::Result<Fresh<'d>> {
-    let fresh = Fresh::create(dir, stem, LOCK_BYTES)?;
+    let fresh = Fresh::create(dir, stem, LOCK_BYTES, LOCK_BYTES)?;
     layout::init_lock(fresh.words(), random_u64(), function);
     Ok(fresh)
 }
@@ -772,7 +851,7 @@ fn open_data(
     stem: &str,
     layout: &Layout,
     lock: &[AtomicU64],
-) -> io::Result<Option<(MmapRaw, u64)>> {
+) -> io::Result<Option<(MmapRaw, u64, File)>> {
     let Some((file, len)) = open_existing(dir, &format!("{stem}.data"))? else {
         return Ok(None);
     };
@@ -784,7 +863,7 @@ fn open_data(
     let generation = lock[lock_word::GENERATION].load(Ordering::Acquire);
     Ok(layout
         .data_matches(words(&data), nonce, generation)
-        .then_some((data, generation)))
+        .then_some((data, generation, file)))
 }
 
 /// Replaces a missing or unusable data file with an empty one of the next generation,
@@ -797,7 +876,7 @@ fn recreate_data(
     lock: &[AtomicU64],
     owner: &impl LockOwner,
 ) -> io::Result<()> {
-    let fresh = match Fresh::create(dir, stem, layout.total_bytes()) {
+    let fresh = match Fresh::create(dir, stem, layout.total_bytes(), layout.initial_words() * 8) {
         Ok(fresh) => fresh,
         Err(e) => return wait_for_peer(dir, stem, layout, lock, e),
     };
@@ -824,6 +903,7 @@ fn recreate_data(
         fresh.words(),
         lock[lock_word::NONCE].load(Ordering::Relaxed),
         generation,
+        layout.initial_heap(),
     );
     fresh.replace(&format!("{stem}.data"))?;
     lock[lock_word::GENERATION].store(generation, Ordering::Release);

@@ -410,6 +410,7 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
                         mapping.lock_words(),
                         mapping.data_words(),
                         mapping.generation(),
+                        mapping.backing(),
                     )?;
                     if let Ok(result) = op(&engine, current.opened) {
                         return Some(result);

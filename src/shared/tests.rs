@@ -50,6 +50,7 @@ pub(super) fn params(capacity: u32) -> Params {
         max_key_size: 24,
         max_value_size: 64,
         ttl_ns: None,
+        max_bytes: None,
     }
 }
 
@@ -89,7 +90,8 @@ fn round_trip_and_counters() {
             misses: 1,
             max_size: 4,
             current_size: 2,
-            oversize_skips: 0
+            oversize_skips: 0,
+            current_bytes: 6,
         }
     );
     r.check_invariants();
@@ -218,9 +220,8 @@ fn eviction_is_exact_sieve_on_random_traces() {
 fn damaged_value_bytes_read_as_a_miss_then_heal() {
     let r = region(4);
     put(&r, b"k", b"value", 0, u64::MAX);
-    let layout = Layout::new(params(4)).unwrap();
     // Key "k" is data word 0, the value starts at data word 1.
-    r.data_words()[layout.data_word(0, 1)].fetch_xor(1, Ordering::Relaxed);
+    r.data_words()[r.data_word_index(0, 1)].fetch_xor(1, Ordering::Relaxed);
     assert_eq!(get(&r, b"k", 0), None, "checksum mismatch is a miss");
     put(&r, b"k", b"value", 0, u64::MAX);
     assert_eq!(
@@ -298,9 +299,11 @@ fn engine_refuses_regions_of_the_wrong_length() {
     let r = region(4);
     let layout = Layout::new(params(4)).unwrap();
     let data = r.data_words();
-    assert!(Engine::new(&layout, r.lock_words(), &data[..data.len() - 1], 1).is_none());
-    assert!(Engine::new(&layout, &r.lock_words()[1..], data, 1).is_none());
-    assert!(Engine::new(&layout, r.lock_words(), data, 1).is_some());
+    let backing = HeapRegion::new(params(4)).unwrap();
+    let b = backing.backing();
+    assert!(Engine::new(&layout, r.lock_words(), &data[..data.len() - 1], 1, b).is_none());
+    assert!(Engine::new(&layout, &r.lock_words()[1..], data, 1, b).is_none());
+    assert!(Engine::new(&layout, r.lock_words(), data, 1, b).is_some());
 }
 
 /// Marks `region` as if writer `owner` died inside a section that was rewriting slot
@@ -312,7 +315,7 @@ fn die_writing_slot(region: &HeapRegion, owner: u64, victim: u32) {
     let layout = region.layout();
     let data = region.data_words();
     data[layout.slot_word(victim, layout::slot::VERSION)].fetch_add(1, Ordering::Relaxed);
-    data[layout.data_word(victim, 0)].fetch_xor(0xFF, Ordering::Relaxed);
+    data[region.data_word_index(victim, 0)].fetch_xor(0xFF, Ordering::Relaxed);
 }
 
 #[test]
@@ -380,10 +383,8 @@ fn repair_keeps_whole_slots_drops_torn_and_duplicate_ones() {
     // Slot 4 ("e") becomes a second copy of slot 0 ("a"), slot 2 is torn, and the table,
     // length and queue are garbage.
     for n in 0..layout::slot::HEAD_WORDS {
-        if n != layout::slot::LINKS {
-            let word = data[layout.slot_word(0, n)].load(Ordering::Relaxed);
-            data[layout.slot_word(4, n)].store(word, Ordering::Relaxed);
-        }
+        let word = data[layout.slot_word(0, n)].load(Ordering::Relaxed);
+        data[layout.slot_word(4, n)].store(word, Ordering::Relaxed);
     }
     data[layout.slot_word(2, layout::slot::VERSION)].fetch_add(1, Ordering::Relaxed);
     for pos in 0..layout.table_size() {
@@ -571,8 +572,8 @@ fn entries_of_every_size_cross_the_head_and_overflow_intact() {
         max_key_size: 40,
         max_value_size: 120,
         ttl_ns: None,
+        max_bytes: None,
     };
-    let layout = Layout::new(params).unwrap();
     let owner = TestOwner::new(1);
     for key_len in [1, 7, 8, 9, 40] {
         for value_len in [0, 1, 8, 63, 64, 65, 119, 120] {
@@ -588,7 +589,7 @@ fn entries_of_every_size_cross_the_head_and_overflow_intact() {
             assert_eq!(engine.get(&key, 0, &mut out), Ok(true));
             assert_eq!(out.bytes(), &value[..], "{key_len}/{value_len}");
             let last = (key_len as usize).div_ceil(8) + (value_len as usize).div_ceil(8) - 1;
-            r.data_words()[layout.data_word(0, last)].fetch_xor(1 << 60, Ordering::Relaxed);
+            r.data_words()[r.data_word_index(0, last)].fetch_xor(1 << 60, Ordering::Relaxed);
             assert_eq!(
                 engine.get(&key, 0, &mut out),
                 Ok(false),
@@ -615,4 +616,154 @@ fn counters_of_every_stripe_are_summed_and_cleared() {
     assert_eq!(r.engine().clear(&TestOwner::new(1)), Ok(true));
     let info = r.engine().info().unwrap();
     assert_eq!((info.hits, info.misses), (0, 0));
+}
+
+fn sized(capacity: u32, max_value_size: u32, max_bytes: Option<u64>) -> HeapRegion {
+    HeapRegion::new(Params {
+        capacity,
+        max_key_size: 24,
+        max_value_size,
+        ttl_ns: None,
+        max_bytes,
+    })
+    .unwrap()
+}
+
+/// A value of `len` bytes that tells which key and length it was made for.
+fn value_for(key: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|n| (key as usize * 31 + n * 7 + len) as u8)
+        .collect()
+}
+
+#[test]
+fn entries_of_every_size_fit_the_byte_budget_and_read_back_exactly() {
+    let budget = 6_000;
+    let r = sized(64, 2_000, Some(budget));
+    let mut seed = 0x5EED_u64;
+    let mut latest = Vec::new();
+    for round in 0..2_000u64 {
+        let key = xorshift(&mut seed) % 200;
+        let len = (xorshift(&mut seed) % 1_500) as usize;
+        let value = value_for(key, len);
+        // Replace: the latest value of a key is the one held.
+        assert_eq!(
+            r.engine()
+                .replace(&key.to_le_bytes(), &value, 0, u64::MAX, &TestOwner::new(1)),
+            Ok(InsertOutcome::Stored)
+        );
+        latest.push((key, value));
+        let info = r.engine().info().unwrap();
+        assert!(info.current_bytes <= budget, "{info:?}");
+        assert!(info.current_size <= 64);
+        if round % 97 == 0 {
+            r.check_invariants();
+        }
+        // Every hit is the latest value stored for its key; the newest entry is there.
+        for probe in [key, xorshift(&mut seed) % 200] {
+            if let Some(got) = get(&r, &probe.to_le_bytes(), 0) {
+                let want = latest.iter().rev().find(|(k, _)| *k == probe).unwrap();
+                assert_eq!(got, want.1, "key {probe}");
+            } else {
+                assert_ne!(probe, key, "the entry just stored is missing");
+            }
+        }
+    }
+    r.check_invariants();
+}
+
+#[test]
+fn the_heap_grows_as_entries_land_and_is_reused_after_evictions() {
+    let r = sized(1_000, 4_096, None);
+    let start = r.heap_limit();
+    for key in 0..200u64 {
+        put(&r, &key.to_le_bytes(), &value_for(key, 1_000), 0, u64::MAX);
+    }
+    assert!(r.heap_limit() > start, "the heap grew");
+    assert!(r.heap_limit() < 200 * 1_000 * 3 / 2 / 8 + 2 * super::layout::CHUNK_WORDS);
+    for key in 0..200u64 {
+        assert_eq!(
+            get(&r, &key.to_le_bytes(), 0),
+            Some(value_for(key, 1_000)),
+            "{key}"
+        );
+    }
+    r.check_invariants();
+    // Replacing every entry with one of the same size needs no more heap.
+    let grown = r.heap_limit();
+    assert!(r.engine().clear(&TestOwner::new(1)).unwrap());
+    for key in 0..200u64 {
+        put(
+            &r,
+            &key.to_le_bytes(),
+            &value_for(key + 1, 1_000),
+            0,
+            u64::MAX,
+        );
+    }
+    assert_eq!(r.heap_limit(), grown);
+    r.check_invariants();
+}
+
+#[test]
+fn a_full_disk_costs_entries_never_a_fault_and_hits_go_on() {
+    let r = sized(1_000, 100_000, None);
+    // The file cannot grow past its first chunk (64 KiB): about 60 values of 1 KB fit.
+    r.cap_heap(r.heap_limit());
+    for key in 0..300u64 {
+        assert_eq!(
+            put(&r, &key.to_le_bytes(), &value_for(key, 1_000), 0, u64::MAX),
+            InsertOutcome::Stored,
+            "older entries make room"
+        );
+        assert_eq!(get(&r, &key.to_le_bytes(), 0), Some(value_for(key, 1_000)));
+    }
+    let info = r.engine().info().unwrap();
+    assert!((40..=64).contains(&info.current_size), "{info:?}");
+    r.check_invariants();
+    // An entry larger than the whole heap is skipped and counted; the others stay.
+    let before = info.current_size;
+    assert_eq!(
+        put(&r, b"huge", &value_for(9, 90_000), 0, u64::MAX),
+        InsertOutcome::NotCached
+    );
+    let info = r.engine().info().unwrap();
+    assert_eq!(info.oversize_skips, 1);
+    assert!(info.current_size == 0 || info.current_size <= before);
+    assert_eq!(get(&r, b"huge", 0), None);
+    put(&r, b"small", b"v", 0, u64::MAX);
+    assert_eq!(get(&r, b"small", 0).as_deref(), Some(&b"v"[..]));
+    r.check_invariants();
+}
+
+#[test]
+fn a_torn_section_in_a_heap_with_blocks_keeps_the_whole_entries() {
+    let r = sized(16, 4_096, None);
+    for key in 0..10u64 {
+        put(&r, &key.to_le_bytes(), &value_for(key, 300), 0, u64::MAX);
+    }
+    // Writer 77 died rewriting slot 3's block; the free lists are garbage.
+    die_writing_slot(&r, 77, 3);
+    for class in 0..super::layout::CLASSES {
+        r.data_words()[header::FREE + class].store(0xDEAD, Ordering::Relaxed);
+    }
+    let survivor = TestOwner {
+        dead: vec![77],
+        ..TestOwner::new(1)
+    };
+    assert_eq!(
+        r.engine()
+            .insert(b"new", &value_for(99, 500), 0, u64::MAX, &survivor),
+        Ok(InsertOutcome::Stored)
+    );
+    r.check_invariants();
+    for key in 0..10u64 {
+        let got = get(&r, &key.to_le_bytes(), 0);
+        if key == 3 {
+            assert_eq!(got, None);
+        } else {
+            assert_eq!(got, Some(value_for(key, 300)), "{key}");
+        }
+    }
+    assert_eq!(get(&r, b"new", 0), Some(value_for(99, 500)));
 }
