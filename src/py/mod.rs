@@ -151,6 +151,9 @@ const SHARED_FORMAT: u64 = crate::shared::layout::FORMAT_VERSION;
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Forked children start with no flights (`crate::fork`); without the handler (it could
+    // not be installed) they share the parent's, as before.
+    crate::fork::watch();
     let tp = cached::init_type().map_err(|_| fetch(py))?;
     // SAFETY: `init_type` returns a borrowed reference to the immortal type object.
     let tp = unsafe { Bound::from_borrowed_ptr(py, tp) };
