@@ -159,8 +159,11 @@ impl CachedObject {
         this.kw_mark = settings.kw_mark.into_ptr();
         this.async_fill = settings.async_fill.map_or(ptr::null_mut(), PyObj::into_ptr);
         this.core = Box::into_raw(core);
+        // SAFETY: `obj` is fresh, made by this thread and not yet shared; `func` is valid.
         #[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
-        immortalize_if_top_level(&obj, this.func);
+        unsafe {
+            super::refcount::mirror(obj.as_ptr(), this.func)
+        };
         Ok(obj)
     }
 
@@ -287,47 +290,6 @@ impl CachedObject {
         // SAFETY: as above.
         let value = unsafe { PyObj::from_borrowed(value) };
         backend.store(key, &value)
-    }
-}
-
-/// On free-threaded 3.13, CPython makes top-level (non-nested) functions immortal once a
-/// second thread starts (gh-117696), so threads calling them never write one shared
-/// reference count. A cached function wrapping a top-level function gets the same
-/// treatment; otherwise every call from every thread would increment and decrement our
-/// object's count, and the cache line holding it (and our type pointer) would bounce
-/// between cores on every hit. Like those functions, it is then never freed.
-#[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
-fn immortalize_if_top_level(obj: &PyObj, func: *mut ffi::PyObject) {
-    // SAFETY: `func` is a valid object; attribute lookups may fail, which we clear.
-    let top_level = unsafe {
-        let code = ffi::PyObject_GetAttrString(func, c"__code__".as_ptr());
-        let flags = if !code.is_null() && ffi::PyCode_Check(code) != 0 {
-            ffi::PyObject_GetAttrString(code, c"co_flags".as_ptr())
-        } else {
-            ptr::null_mut()
-        };
-        let top_level = !flags.is_null()
-            && ffi::PyLong_AsLong(flags) & std::ffi::c_long::from(ffi::CO_NESTED) == 0;
-        for p in [flags, code] {
-            if !p.is_null() {
-                ffi::Py_DECREF(p);
-            }
-        }
-        ffi::PyErr_Clear();
-        top_level
-    };
-    if !top_level {
-        return;
-    }
-    let p = obj.as_ptr();
-    // SAFETY: `p` is our fresh object, owned by this thread and not yet shared: this is what
-    // CPython 3.13's `_Py_SetImmortal` does (untrack, then mark the counts immortal).
-    unsafe {
-        ffi::PyObject_GC_UnTrack(p as *mut c_void);
-        (*p).ob_tid = 0;
-        (*p).ob_ref_local
-            .store(u32::MAX, crate::sync::Ordering::Relaxed);
-        (*p).ob_ref_shared.store(0, crate::sync::Ordering::Relaxed);
     }
 }
 

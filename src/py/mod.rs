@@ -14,6 +14,8 @@ mod memory_backend;
 mod object;
 #[cfg(unix)]
 mod operator;
+#[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
+mod refcount;
 #[cfg(unix)]
 mod shared_backend;
 
