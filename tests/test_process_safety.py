@@ -227,3 +227,114 @@ for t in threads:
 print(json.dumps({"ok": ok}))
 """
     assert run_py(code, backend, timeout=120) == {"ok": 20}
+
+
+# --- deep recursion -------------------------------------------------------------------
+
+# Recurses through a cached function in a thread of STACK_MIB MiB (0: the main thread) under
+# a recursion limit of LIMIT, reporting its depth every 100 levels (so a crash still says
+# how deep it got), then a last line: [deepest, "returned" | "RecursionError"].
+DEPTH_PROBE = """
+import functools, json, os, sys, threading
+
+impl, stack_mib, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if impl == "lru_cache":
+    decorate = functools.lru_cache(maxsize=None)
+else:
+    from warp_cache import cache
+    decorate = cache(max_size=1 << 20, backend=impl, max_value_size=1 << 16)
+deepest = 0
+
+@decorate
+def down(n):
+    global deepest
+    deepest = n
+    if n % 100 == 0:
+        os.write(1, b"%d\\n" % n)
+    return down(n + 1) + 1
+
+def probe():
+    try:
+        down(0)
+        outcome.append("returned")
+    except RecursionError:
+        outcome.append("RecursionError")
+
+outcome = []
+sys.setrecursionlimit(limit)
+if stack_mib:
+    threading.stack_size(stack_mib << 20)
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+else:
+    probe()
+print(json.dumps([deepest, outcome[0]]), flush=True)
+"""
+
+
+def probe_depth(impl: str, stack_mib: int, limit: int) -> tuple[int, str]:
+    """How deep `impl` recursed and how it ended ("crashed" if the process died)."""
+    done = subprocess.run(
+        [sys.executable, "-c", DEPTH_PROBE, impl, str(stack_mib), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stdout.splitlines()
+    if done.returncode != 0:
+        return (int(lines[-1]) if lines else 0), "crashed"
+    deepest, outcome = json.loads(lines[-1])
+    return deepest, outcome
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memoized_fib_10000_never_crashes(backend):
+    # The issue's reproduction: a segfault on both backends before. Now the result, or a
+    # RecursionError, in the main thread and in a thread with a big stack.
+    code = """
+import json, sys, threading
+from warp_cache import cache
+
+sys.setrecursionlimit(100_000)
+
+@cache(max_size=20_000, backend=sys.argv[1], max_value_size=1 << 16)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def run(out):
+    try:
+        out.append(fib(10_000) % 1_000_000_007)
+    except RecursionError:
+        out.append("RecursionError")
+
+main = []
+run(main)
+fib.cache_clear()
+threading.stack_size(512 << 20)
+big = []
+thread = threading.Thread(target=run, args=(big,))
+thread.start()
+thread.join()
+print(json.dumps({"main": main[0], "big_stack": big[0]}))
+"""
+    out = run_py(code, backend, timeout=300)
+    fib_10000 = 271_496_360  # fib(10_000) % (10**9 + 7)
+    assert out["main"] in (fib_10000, "RecursionError")
+    # 512 MiB hold 10,000 levels; only the interpreter's own limit can stop it (3.12+).
+    assert out["big_stack"] in (fib_10000, "RecursionError")
+    if sys.version_info < (3, 12):
+        assert out["big_stack"] == fib_10000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("stack_mib", "limit"),
+    [(256, 100_000), (16, 1_000_000), (0, 1_000_000)],
+    ids=["limit-bound", "stack-bound-thread", "stack-bound-main"],
+)
+def test_recursion_goes_as_deep_as_lru_cache_then_raises(backend, stack_mib, limit):
+    lru_depth, lru_end = probe_depth("lru_cache", stack_mib, limit)
+    depth, end = probe_depth(backend, stack_mib, limit)
+    assert end == "RecursionError", f"{backend}: {end} at depth {depth}"
+    assert depth >= lru_depth, f"{backend} {depth} < lru_cache {lru_depth} ({lru_end})"

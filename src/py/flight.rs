@@ -80,6 +80,8 @@ enum State {
 struct Flight<K> {
     key: K,
     hash: u64,
+    /// The fork generation of the table it is in.
+    generation: u64,
     /// The leading thread ([`thread_id`]).
     owner: u64,
     state: Mutex<Landing>,
@@ -124,9 +126,7 @@ pub enum Turn<'a, K> {
 /// The right and duty to land a flight. Dropped without [`Lead::succeed`] or
 /// [`Lead::fail`] (a panic, an early return), it lands the flight as retry.
 pub struct Lead<'a, K> {
-    running: &'a Running<K>,
-    /// The fork generation `running` belongs to.
-    generation: u64,
+    flights: &'a Flights<K>,
     flight: Option<Arc<Flight<K>>>,
 }
 
@@ -228,6 +228,7 @@ impl<K: FlightKey> Flights<K> {
                     let flight = Arc::new(Flight {
                         key,
                         hash,
+                        generation,
                         owner: me,
                         state: Mutex::new(Landing {
                             state: State::Running,
@@ -238,8 +239,7 @@ impl<K: FlightKey> Flights<K> {
                     running.push(flight.clone());
                     drop(running);
                     return Ok(Turn::Lead(Lead {
-                        running: running_now,
-                        generation,
+                        flights: self,
                         flight: Some(flight),
                     }));
                 }
@@ -270,7 +270,7 @@ impl<K: FlightKey> Flights<K> {
             if !start_waiting(me, flight.owner) {
                 return Ok(Turn::Alone);
             }
-            let landing = flight.wait(generation);
+            let landing = flight.wait();
             stop_waiting(me);
             match landing? {
                 State::Value(value) => return Ok(Turn::Value(value)),
@@ -287,10 +287,10 @@ impl<K: FlightKey> Flights<K> {
 }
 
 impl<K> Flight<K> {
-    /// Blocks, detached, until the flight (of fork `generation`) lands; returns a copy of
-    /// how it ended (never `Running`), or `Retry` in a child forked meanwhile. Err if a
-    /// signal handler raised meanwhile.
-    fn wait(&self, generation: u64) -> PyResult<State> {
+    /// Blocks, detached, until the flight lands; returns a copy of how it ended (never
+    /// `Running`), or `Retry` in a child forked meanwhile. Err if a signal handler raised
+    /// meanwhile.
+    fn wait(&self) -> PyResult<State> {
         loop {
             let landed = detached(|| {
                 let mut landing = lock(&self.state);
@@ -311,7 +311,7 @@ impl<K> Flight<K> {
             if unsafe { ffi::PyErr_CheckSignals() } < 0 {
                 return Err(ErrSet);
             }
-            if fork::generation() != generation {
+            if fork::generation() != self.generation {
                 // A handler forked: this flight's leader is not in this process.
                 return Ok(State::Retry);
             }
@@ -353,13 +353,14 @@ impl<K> Lead<'_, K> {
         let Some(flight) = self.flight.take() else {
             return;
         };
-        if fork::generation() != self.generation {
+        let (running, generation) = self.flights.running.get();
+        if generation != flight.generation {
             // This thread forked while leading: the table and the waiters are the parent's
             // (left untouched, see `ForkLocal`); the child's callers never joined.
             return;
         }
         {
-            let mut running = lock(self.running);
+            let mut running = lock(running);
             if let Some(i) = running.iter().position(|f| Arc::ptr_eq(f, &flight)) {
                 // Not the last reference (`flight` is one): nothing is dropped under the lock.
                 running.swap_remove(i);
@@ -376,6 +377,32 @@ impl<K> Lead<'_, K> {
         }
         // Dropped here, unlocked and attached: it may be the last reference to its objects.
         drop(flight);
+    }
+}
+
+impl<'a, K> Lead<'a, K> {
+    /// `lead` as two words (passed in registers through `cached_miss`); `[0, 0]` for none.
+    pub fn into_words(lead: Option<Self>) -> [usize; 2] {
+        let Some(mut lead) = lead else {
+            return [0, 0];
+        };
+        let flight = lead.flight.take().map_or(std::ptr::null(), Arc::into_raw);
+        [lead.flights as *const Flights<K> as usize, flight as usize]
+    }
+
+    /// The lead [`Lead::into_words`] made `words` of.
+    ///
+    /// # Safety
+    /// `words` came from `into_words` of a lead of these flights, living for `'a`, and are
+    /// used once.
+    pub unsafe fn from_words([flights, flight]: [usize; 2]) -> Option<Self> {
+        // SAFETY: as the caller promises: the flights' address, or 0 for none.
+        let flights = unsafe { (flights as *const Flights<K>).as_ref() }?;
+        let flight = (flight != 0).then(|| {
+            // SAFETY: the reference `into_words` gave up, taken back once.
+            unsafe { Arc::from_raw(flight as *const Flight<K>) }
+        });
+        Some(Lead { flights, flight })
     }
 }
 

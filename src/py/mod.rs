@@ -18,6 +18,7 @@ mod operator;
 mod refcount;
 #[cfg(unix)]
 mod shared_backend;
+mod stack;
 
 use cached::{CachedObject, Core, Settings};
 use memory_backend::MemoryBackend;
