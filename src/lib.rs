@@ -7,6 +7,9 @@
 
 pub mod clock;
 pub mod codec;
+// Real fork generations only: the models have no processes to fork.
+#[cfg(not(any(loom, shuttle)))]
+pub mod fork;
 pub mod inline_buf;
 pub mod memory;
 pub mod shared;

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
 import sysconfig
 import textwrap
-import weakref
 
 import pytest
-from warp_cache import cache as warp_cache_cache
 
 GIL_DISABLED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
@@ -57,35 +54,3 @@ def test_gil_still_disabled_in_this_process():
 
     assert warp_cache.cache is not None
     assert sys._is_gil_enabled() is False
-
-
-FREE_THREADED_313 = GIL_DISABLED_BUILD and sys.version_info[:2] == (3, 13)
-
-
-@pytest.mark.skipif(
-    not FREE_THREADED_313,
-    reason="only free-threaded 3.13 immortalizes top-level functions (gh-117696)",
-)
-def test_top_level_cached_function_is_immortal_like_a_top_level_function():
-    import _pool_helpers
-
-    # Threads hitting it never write a shared reference count.
-    assert sys.getrefcount(_pool_helpers.square) >= 2**32 - 1
-    assert _pool_helpers.square(3) == 9
-
-    # A cached closure stays mortal: it and its cached values are freed as usual.
-    def make():
-        @warp_cache_cache(max_size=4)
-        def inner(x):
-            return [x]
-
-        return inner
-
-    inner = make()
-    value = inner(1)
-    ref = weakref.ref(inner)
-    assert sys.getrefcount(inner) < 100
-    del inner
-    gc.collect()
-    assert ref() is None
-    assert value == [1]

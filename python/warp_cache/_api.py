@@ -160,6 +160,18 @@ _flights: dict[tuple[int, object, object], _Flight] = {}
 _waiting: dict[object, object] = {}
 
 
+def _forget_flights() -> None:
+    """In a forked child: new calls must not wait on the parent's flights, whose leaders
+    may run on loops of threads the child does not have. Fresh tables, the old ones left
+    untouched (a flight whose loop does run on here still lands for its own followers)."""
+    global _flights, _waiting
+    _flights, _waiting = {}, {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_flights)
+
+
 def _would_deadlock(owner: object, task: object) -> bool:
     """True if `owner` is `task` or (through a chain of waits) waits for it."""
     for _ in range(len(_waiting) + 1):
@@ -201,7 +213,7 @@ async def _fill(cached: Any, key: object, coro: Any) -> Any:
                 # shield: a cancelled follower must not cancel the leader's future.
                 value = await asyncio.shield(flight.future)
             finally:
-                del _waiting[task]
+                _waiting.pop(task, None)  # gone if a fork came between
             if value is not _RETRY:
                 cached._served_by_flight()  # a hit: the function did not run for this call
                 return value

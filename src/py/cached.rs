@@ -12,8 +12,10 @@ use super::memory_backend::MemoryBackend;
 use super::object::{ErrSet, PyObj, PyResult};
 #[cfg(unix)]
 use super::shared_backend::SharedBackend;
+use super::stack::Descent;
 use pyo3::ffi;
 use std::ffi::{c_int, c_void};
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::OnceLock;
@@ -49,6 +51,8 @@ fn none() -> PyResult<PyObj> {
 /// What a backend does for one call; the call sequence itself is shared
 /// ([`CachedObject::call_with`]).
 pub trait Backend {
+    /// This backend, if it is the one `core` holds.
+    fn of(core: &Core) -> Option<&Self>;
     /// A call's key, with whatever the lookup learnt that the insert can reuse.
     type Key;
 
@@ -64,6 +68,14 @@ pub trait Backend {
         kwnames: *mut ffi::PyObject,
         kw_mark: *mut ffi::PyObject,
     ) -> PyResult<Lookup<Self::Key>>;
+    /// The key as two words, to pass in registers through [`cached_miss`]. What the lookup
+    /// learnt for the insert may be dropped (it is learnt again).
+    fn key_into_words(key: Self::Key) -> [usize; 2];
+    /// The key [`Backend::key_into_words`] made `words` of.
+    ///
+    /// # Safety
+    /// `words` came from `key_into_words` of this backend and are used once.
+    unsafe fn key_from_words(words: [usize; 2]) -> Self::Key;
     /// Looks a key up again (a flight leader's second look), counting a hit or a miss.
     fn lookup(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
     /// Takes back the miss this thread's last lookup counted; false (nothing done) where
@@ -153,14 +165,22 @@ impl CachedObject {
         let core = Box::new(settings.core);
         // SAFETY: `obj` is a fresh instance of our type, so it has our layout.
         let this = unsafe { &mut *(obj.as_ptr() as *mut CachedObject) };
-        this.vectorcall = Some(cached_vectorcall);
+        // One entry point per backend: the call path never matches on the backend.
+        this.vectorcall = Some(match &*core {
+            Core::Memory(_) => cached_vectorcall::<MemoryBackend>,
+            #[cfg(unix)]
+            Core::Shared(_) => cached_vectorcall::<SharedBackend>,
+        });
         this.func = settings.func.into_ptr();
         this.info_type = settings.info_type.into_ptr();
         this.kw_mark = settings.kw_mark.into_ptr();
         this.async_fill = settings.async_fill.map_or(ptr::null_mut(), PyObj::into_ptr);
         this.core = Box::into_raw(core);
+        // SAFETY: `obj` is fresh, made by this thread and not yet shared; `func` is valid.
         #[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
-        immortalize_if_top_level(&obj, this.func);
+        unsafe {
+            super::refcount::mirror(obj.as_ptr(), this.func)
+        };
         Ok(obj)
     }
 
@@ -180,48 +200,72 @@ impl CachedObject {
         }
     }
 
-    /// One call: a hit returns the cached value, a miss calls the function and caches.
+    /// The hit path of a call: the cached value, or the key of a miss to hand to
+    /// [`cached_miss`]. A miss of a coroutine function (which only makes the coroutine) is
+    /// dealt with here.
     ///
     /// # Safety
-    /// The arguments are as the vectorcall protocol delivers them.
-    unsafe fn call(
-        &self,
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-    ) -> PyResult<PyObj> {
-        // SAFETY: forwarded vectorcall arguments, as the caller promises.
-        unsafe { with_backend!(self.core()?, b => self.call_with(b, args, nargsf, kwnames)) }
-    }
-
-    /// # Safety
-    /// As for [`CachedObject::call`].
+    /// The arguments are as the vectorcall protocol delivers them; `B` is the backend in
+    /// `core` (the entry point was chosen by it).
     #[inline(always)]
-    unsafe fn call_with<B: Backend>(
+    unsafe fn call<B: Backend>(
         &self,
-        backend: &B,
         args: *const *mut ffi::PyObject,
         nargsf: usize,
         kwnames: *mut ffi::PyObject,
-    ) -> PyResult<PyObj> {
+    ) -> PyResult<Found> {
+        let Some(backend) = B::of(self.core()?) else {
+            return Err(raise(Exc::Runtime, c"cache backend changed"));
+        };
         // SAFETY: vectorcall arguments, as the caller promises.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) } as usize;
         // SAFETY: as above.
         let key = match unsafe { backend.lookup_call(args, nargs, kwnames, self.kw_mark)? } {
-            Lookup::Hit(value) if self.async_fill.is_null() => return Ok(value),
-            Lookup::Hit(value) => return ReadyValue::wrap(value),
+            Lookup::Hit(value) if self.async_fill.is_null() => return Ok(Found::Done(value)),
+            Lookup::Hit(value) => return ReadyValue::wrap(value).map(Found::Done),
             Lookup::Miss(key) => key,
         };
-        if self.async_fill.is_null() {
+        if !self.async_fill.is_null() {
             // SAFETY: forwarded vectorcall arguments, as the caller promises.
-            return unsafe { self.miss(backend, key, args, nargsf, kwnames) };
+            let result = unsafe { self.miss_async(backend, key, args, nargsf, kwnames) };
+            return result.map(Found::Done);
         }
+        Ok(Found::Miss(B::key_into_words(key)))
+    }
+
+    /// Calls the wrapped function, one level deeper (`crate::py::stack`).
+    ///
+    /// # Safety
+    /// As for [`CachedObject::call`].
+    #[inline(always)]
+    unsafe fn call_function(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
         let func = self.func()?;
+        let _level = Descent::enter()?;
         // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
-        let result =
-            unsafe { PyObj::from_owned(ffi::PyObject_Vectorcall(func, args, nargsf, kwnames))? };
-        // A coroutine: `_fill` awaits it (single-flight per event loop) and hands the result
-        // back through `_store_result`.
+        unsafe { PyObj::from_owned(vectorcall(func, args, nargsf, kwnames)) }
+    }
+
+    /// A miss of a coroutine function: `_fill` awaits the coroutine (single-flight per event
+    /// loop) and hands the result back through `_store_result`.
+    ///
+    /// # Safety
+    /// As for [`CachedObject::call`].
+    #[inline(never)]
+    unsafe fn miss_async<B: Backend>(
+        &self,
+        backend: &B,
+        key: B::Key,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
+        // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
+        let result = unsafe { self.call_function(args, nargsf, kwnames)? };
         let key = backend.key_object(key)?;
         let fill_args = [
             self as *const Self as *mut ffi::PyObject,
@@ -229,50 +273,6 @@ impl CachedObject {
             result.as_ptr(),
         ];
         call_owned(self.async_fill, &fill_args, &[])
-    }
-
-    /// A miss of a plain function, single-flight (`crate::py::flight`): the first call for
-    /// a key leads and calls the function; calls for an equal key meanwhile wait for its
-    /// value or exception. Out of line: the hit path never comes here.
-    ///
-    /// # Safety
-    /// As for [`CachedObject::call`].
-    #[inline(never)]
-    unsafe fn miss<B: Backend>(
-        &self,
-        backend: &B,
-        mut key: B::Key,
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-    ) -> PyResult<PyObj> {
-        let (flight_key, hash) = backend.flight_key(&key);
-        let lead = match backend.flights().take_turn(flight_key, hash)? {
-            Turn::Value(value) => {
-                backend.miss_to_hit();
-                return Ok(value);
-            }
-            Turn::Alone => None,
-            Turn::Lead(lead) if !backend.uncount_miss() => Some(lead),
-            Turn::Lead(lead) => {
-                // An equal flight may have landed (its value stored) between our lookup and
-                // joining, so look again; our miss was just taken back, and this lookup
-                // counts the call's hit or miss.
-                match backend.lookup(&mut key) {
-                    Ok(Some(value)) => return land(Ok(value), Some(lead)),
-                    Ok(None) => Some(lead),
-                    Err(err) => return land(Err(err), Some(lead)),
-                }
-            }
-        };
-        let result = self.func().and_then(|func| {
-            // SAFETY: forwarding the caller's own vectorcall arguments unchanged.
-            unsafe { PyObj::from_owned(ffi::PyObject_Vectorcall(func, args, nargsf, kwnames)) }
-        });
-        land(
-            result.and_then(|value| backend.store(key, &value).map(|()| value)),
-            lead,
-        )
     }
 
     /// `_store_result(key, value)` for one backend.
@@ -290,45 +290,40 @@ impl CachedObject {
     }
 }
 
-/// On free-threaded 3.13, CPython makes top-level (non-nested) functions immortal once a
-/// second thread starts (gh-117696), so threads calling them never write one shared
-/// reference count. A cached function wrapping a top-level function gets the same
-/// treatment; otherwise every call from every thread would increment and decrement our
-/// object's count, and the cache line holding it (and our type pointer) would bounce
-/// between cores on every hit. Like those functions, it is then never freed.
-#[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
-fn immortalize_if_top_level(obj: &PyObj, func: *mut ffi::PyObject) {
-    // SAFETY: `func` is a valid object; attribute lookups may fail, which we clear.
-    let top_level = unsafe {
-        let code = ffi::PyObject_GetAttrString(func, c"__code__".as_ptr());
-        let flags = if !code.is_null() && ffi::PyCode_Check(code) != 0 {
-            ffi::PyObject_GetAttrString(code, c"co_flags".as_ptr())
-        } else {
-            ptr::null_mut()
-        };
-        let top_level = !flags.is_null()
-            && ffi::PyLong_AsLong(flags) & std::ffi::c_long::from(ffi::CO_NESTED) == 0;
-        for p in [flags, code] {
-            if !p.is_null() {
-                ffi::Py_DECREF(p);
+/// How a missing call goes on after [`take_turn`].
+enum Start<'a, K> {
+    /// The call's result, without running the function (a flight's value, or a second look
+    /// that hit).
+    Done(PyObj),
+    /// Run the function, then land the lead if any (leading a flight, or alone).
+    Compute(Option<Lead<'a, K>>),
+}
+
+/// Joins the key's flight, or leads one (looking again first where the backend can).
+#[inline(always)]
+fn take_turn<'a, B: Backend>(
+    backend: &'a B,
+    key: &mut B::Key,
+) -> PyResult<Start<'a, B::FlightKey>> {
+    let (flight_key, hash) = backend.flight_key(key);
+    Ok(match backend.flights().take_turn(flight_key, hash)? {
+        Turn::Value(value) => {
+            backend.miss_to_hit();
+            Start::Done(value)
+        }
+        Turn::Alone => Start::Compute(None),
+        Turn::Lead(lead) if !backend.uncount_miss() => Start::Compute(Some(lead)),
+        Turn::Lead(lead) => {
+            // An equal flight may have landed (its value stored) between our lookup and
+            // joining, so look again; our miss was just taken back, and this lookup counts
+            // the call's hit or miss.
+            match backend.lookup(key) {
+                Ok(Some(value)) => Start::Done(land(Ok(value), Some(lead))?),
+                Ok(None) => Start::Compute(Some(lead)),
+                Err(err) => return land(Err(err), Some(lead)).map(Start::Done),
             }
         }
-        ffi::PyErr_Clear();
-        top_level
-    };
-    if !top_level {
-        return;
-    }
-    let p = obj.as_ptr();
-    // SAFETY: `p` is our fresh object, owned by this thread and not yet shared: this is what
-    // CPython 3.13's `_Py_SetImmortal` does (untrack, then mark the counts immortal).
-    unsafe {
-        ffi::PyObject_GC_UnTrack(p as *mut c_void);
-        (*p).ob_tid = 0;
-        (*p).ob_ref_local
-            .store(u32::MAX, crate::sync::Ordering::Relaxed);
-        (*p).ob_ref_shared.store(0, crate::sync::Ordering::Relaxed);
-    }
+    })
 }
 
 /// Lands the call's flight, if it leads one, with its result: the value, or the exception
@@ -363,6 +358,7 @@ pub(super) fn call_owned(
 /// Which exception [`raise`] sets.
 #[derive(Clone, Copy)]
 pub(super) enum Exc {
+    Recursion,
     Runtime,
     Type,
 }
@@ -372,6 +368,7 @@ pub(super) fn raise(kind: Exc, msg: &std::ffi::CStr) -> ErrSet {
     // module code runs; `msg` is a C string.
     unsafe {
         let tp = match kind {
+            Exc::Recursion => ffi::PyExc_RecursionError,
             Exc::Runtime => ffi::PyExc_RuntimeError,
             Exc::Type => ffi::PyExc_TypeError,
         };
@@ -386,14 +383,19 @@ fn to_c(f: impl FnOnce() -> PyResult<PyObj>) -> *mut ffi::PyObject {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(obj)) => obj.into_ptr(),
         Ok(Err(ErrSet)) => ptr::null_mut(),
-        Err(_) => {
-            raise(
-                Exc::Runtime,
-                c"internal error in warp_cache (please report it)",
-            );
-            ptr::null_mut()
-        }
+        Err(_) => internal_error(),
     }
+}
+
+/// Raises the `RuntimeError` a caught panic (a bug) becomes; returns NULL.
+#[cold]
+#[inline(never)]
+fn internal_error() -> *mut ffi::PyObject {
+    raise(
+        Exc::Runtime,
+        c"internal error in warp_cache (please report it)",
+    );
+    ptr::null_mut()
 }
 
 /// # Safety
@@ -403,14 +405,249 @@ unsafe fn this<'a>(slf: *mut ffi::PyObject) -> &'a CachedObject {
     unsafe { &*(slf as *const CachedObject) }
 }
 
-unsafe extern "C" fn cached_vectorcall(
+/// What the hit path found ([`CachedObject::call`]).
+enum Found {
+    /// The call's result.
+    Done(PyObj),
+    /// A miss to compute, with its key as words ([`Backend::key_into_words`]).
+    Miss([usize; 2]),
+}
+
+/// The entry point of a call (the vectorcall slot): the hit path ([`cached_hit`]), then, on
+/// a miss, a tail call to [`cached_miss`]. Neither this frame nor the hit path's is on the
+/// stack while the function runs: a recursion through the cache stacks only `cached_miss`
+/// frames (`crate::py::stack`). On a hit this adds a call and a compare: the miss's
+/// arguments come back through `record`, written only on a miss, so nothing is kept
+/// across the call.
+unsafe extern "C" fn cached_vectorcall<B: Backend>(
     callable: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls our vectorcall slot with our instance and protocol arguments.
-    to_c(|| unsafe { this(callable).call(args, nargsf, kwnames) })
+    let mut record = MaybeUninit::<MissRecord>::uninit();
+    // SAFETY: CPython calls our vectorcall slot with our instance and protocol arguments;
+    // `create` chose this entry point for the instance's backend.
+    let result = unsafe { cached_hit::<B>(callable, args, nargsf, kwnames, &mut record) };
+    if result != MISS {
+        return result;
+    }
+    // SAFETY: `cached_hit` wrote the record when it returned MISS.
+    let r = unsafe { record.assume_init() };
+    // SAFETY: our own arguments, forwarded; the key words come from `B::key_into_words`.
+    unsafe { cached_miss::<B>(r.callable, r.args, r.nargsf, r.kwnames, r.key[0], r.key[1]) }
+}
+
+/// [`cached_hit`]'s answer for "a miss: see the record" (never an object's address).
+const MISS: *mut ffi::PyObject = ptr::without_provenance_mut(1);
+
+/// The arguments of [`cached_miss`], as [`cached_hit`] hands them back.
+struct MissRecord {
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+    key: [usize; 2],
+}
+
+/// The hit path ([`CachedObject::call`]), panics caught: the result (a new reference, or
+/// NULL with an exception set), or [`MISS`] with `record` written. Out of line: its frame
+/// (and the one `catch_unwind` needs) is gone before [`cached_vectorcall`] tail-calls the
+/// miss.
+///
+/// # Safety
+/// As for [`cached_vectorcall`].
+#[inline(never)]
+unsafe fn cached_hit<B: Backend>(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+    record: &mut MaybeUninit<MissRecord>,
+) -> *mut ffi::PyObject {
+    // SAFETY: as the caller promises.
+    let found = catch_unwind(AssertUnwindSafe(|| unsafe {
+        this(callable).call::<B>(args, nargsf, kwnames)
+    }));
+    match found {
+        Ok(Ok(Found::Done(value))) => value.into_ptr(),
+        Ok(Ok(Found::Miss(key))) => {
+            record.write(MissRecord {
+                callable,
+                args,
+                nargsf,
+                kwnames,
+                key,
+            });
+            MISS
+        }
+        Ok(Err(ErrSet)) => ptr::null_mut(),
+        Err(_) => internal_error(),
+    }
+}
+
+/// A miss of a plain function, single-flight (`crate::py::flight`): the first call for a
+/// key leads and calls the function; calls for an equal key meanwhile wait for its value or
+/// exception.
+///
+/// This frame stays on the stack while the function runs, so a recursion through the cache
+/// stacks one per level, and it must be no larger than what a level through `lru_cache`
+/// adds (`crate::py::stack`). So everything before and after the call is out of line
+/// ([`miss_begin`], [`miss_end`], each catching panics), every value lives in a register
+/// (the key's and the lead's words; the level is entered first, so that few are live
+/// across each call), and nothing here can panic: there is no `catch_unwind` frame.
+///
+/// # Safety
+/// As for [`cached_vectorcall`]; `key` and `extra` are the words of a key of `B`.
+#[inline(never)]
+unsafe extern "C" fn cached_miss<B: Backend>(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+    key: usize,
+    extra: usize,
+) -> *mut ffi::PyObject {
+    let key = [key, extra];
+    // The whole miss is one level deeper: too deep raises before any flight is joined.
+    let Ok(level) = Descent::enter() else {
+        // SAFETY: the key's words, used once.
+        drop(unsafe { B::key_from_words(key) });
+        return ptr::null_mut();
+    };
+    // SAFETY: as the caller promises.
+    let lead = match unsafe { miss_begin::<B>(callable, key) }.result() {
+        Ok(lead) => lead,
+        Err(result) => return result,
+    };
+    // SAFETY: our instance (CPython keeps it alive for the call); forwarded arguments.
+    let result = match unsafe { this(callable).func() } {
+        // SAFETY: a valid callable and the caller's own vectorcall arguments.
+        Ok(func) => unsafe { vectorcall(func, args, nargsf, kwnames) },
+        Err(ErrSet) => ptr::null_mut(),
+    };
+    drop(level);
+    // SAFETY: the key's and the lead's words, used once; `result` is ours.
+    unsafe { miss_end::<B>(callable, key, result, lead) }
+}
+
+/// What [`miss_begin`] found, in two words (returned in registers): a lead's words
+/// ([`Lead::into_words`]: `[0, 0]` for none, else the flights' address and a flight's,
+/// both aligned), or `[0, result | 1]`, a result to return (a new reference, or NULL with
+/// an exception set).
+struct Begin(usize, usize);
+
+impl Begin {
+    fn done(result: *mut ffi::PyObject) -> Self {
+        Begin(0, result as usize | 1)
+    }
+
+    /// The lead's words to call the function with, or the result to return.
+    #[inline(always)]
+    fn result(self) -> Result<[usize; 2], *mut ffi::PyObject> {
+        match self {
+            Begin(0, tagged) if tagged & 1 == 1 => Err((tagged & !1) as *mut ffi::PyObject),
+            Begin(flights, flight) => Ok([flights, flight]),
+        }
+    }
+}
+
+/// Joins the key's flight, or leads one (looking again first where the backend can).
+///
+/// # Safety
+/// `callable` is our instance with backend `B`; `key` are the words of a key of `B`: kept
+/// by the caller if the function is to be called, else dropped here.
+#[inline(never)]
+unsafe fn miss_begin<B: Backend>(callable: *mut ffi::PyObject, key: [usize; 2]) -> Begin {
+    let step = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as the caller promises.
+        let this = unsafe { this(callable) };
+        // SAFETY: as the caller promises. Lent: the caller keeps the key (a panic leaves it
+        // to the caller too).
+        let mut lent = ManuallyDrop::new(unsafe { B::key_from_words(key) });
+        let turn = backend_of::<B>(this).and_then(|backend| take_turn(backend, &mut lent));
+        // The same words back; what the second look learnt for the insert is dropped.
+        let back = B::key_into_words(ManuallyDrop::into_inner(lent));
+        debug_assert_eq!(back, key);
+        Ok(match turn? {
+            Start::Compute(lead) => Ok(Lead::into_words(lead)),
+            Start::Done(value) => Err(value.into_ptr()),
+        })
+    }));
+    let lead = match step {
+        Ok(Ok(Ok(lead))) => return Begin(lead[0], lead[1]),
+        Ok(Ok(Err(value))) => value,
+        Ok(Err(ErrSet)) => ptr::null_mut(),
+        Err(_) => internal_error(),
+    };
+    // The function is not called: the key ends here.
+    // SAFETY: the caller's words, used once.
+    drop(unsafe { B::key_from_words(key) });
+    Begin::done(lead)
+}
+
+/// Stores what the function returned (`result`: a new reference, or NULL with an exception
+/// set) and lands the call's flight.
+///
+/// # Safety
+/// `callable` is our instance with backend `B`; `key` and `lead` are words of a key of `B`
+/// and of a lead of its flights ([`miss_begin`]), used once.
+#[inline(never)]
+unsafe fn miss_end<B: Backend>(
+    callable: *mut ffi::PyObject,
+    key: [usize; 2],
+    result: *mut ffi::PyObject,
+    lead: [usize; 2],
+) -> *mut ffi::PyObject {
+    to_c(|| {
+        // SAFETY: as the caller promises (all three are taken back once, here).
+        let (this, key, result) = unsafe {
+            (
+                this(callable),
+                B::key_from_words(key),
+                PyObj::from_owned(result),
+            )
+        };
+        let backend = backend_of::<B>(this)?;
+        // SAFETY: lead words of `backend`'s flights, alive as long as `this`.
+        let lead = unsafe { Lead::<B::FlightKey>::from_words(lead) };
+        land(
+            result.and_then(|value| backend.store(key, &value).map(|()| value)),
+            lead,
+        )
+    })
+}
+
+/// The backend of a cached function whose entry point was chosen for `B`.
+#[inline(always)]
+fn backend_of<B: Backend>(this: &CachedObject) -> PyResult<&B> {
+    B::of(this.core()?).ok_or_else(|| raise(Exc::Runtime, c"cache backend changed"))
+}
+
+/// Calls `func` through its vectorcall slot when it has one (a Python function does):
+/// `PyObject_Vectorcall` without its frame, one less per level of a recursion.
+///
+/// # Safety
+/// `func` is a valid callable; the arguments are as the vectorcall protocol delivers them.
+#[inline(always)]
+unsafe fn vectorcall(
+    func: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: `func` is valid; a type with the vectorcall flag keeps a (possibly NULL)
+    // vectorcall pointer at `tp_vectorcall_offset` of each instance.
+    unsafe {
+        let tp = ffi::Py_TYPE(func);
+        if ffi::PyType_HasFeature(tp, ffi::Py_TPFLAGS_HAVE_VECTORCALL) != 0 {
+            let slot = func.cast::<u8>().offset((*tp).tp_vectorcall_offset);
+            if let Some(call) = *slot.cast::<Option<ffi::vectorcallfunc>>() {
+                return call(func, args, nargsf, kwnames);
+            }
+        }
+        ffi::PyObject_Vectorcall(func, args, nargsf, kwnames)
+    }
 }
 
 unsafe extern "C" fn cache_info(

@@ -23,10 +23,18 @@
 //! does not stop the world from stopping), waking every [`SIGNAL_CHECK`] to let the main
 //! thread's signal handlers run (Ctrl-C).
 //!
+//! **fork.** A forked child has only the forking thread: every other thread's flight would
+//! never land there, and the mutexes a vanished thread held stay locked. The flight tables
+//! and the wait-for graph are therefore per process image ([`ForkLocal`]): the child's first
+//! miss starts empty ones and leaks the parent's untouched. A flight this thread led when it
+//! forked lands in the child without touching the parent's table or waiters; a thread that
+//! forks while waiting (from a signal handler) stops waiting and goes round again.
+//!
 //! Python objects held by flights (keys, values, exceptions) are only dropped by attached
 //! threads and never under one of these mutexes: dropping may run a finalizer.
 
 use super::object::{ErrSet, PyObj, PyResult};
+use crate::fork::{self, ForkLocal};
 use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use pyo3::ffi;
 use std::sync::{Arc, PoisonError};
@@ -72,6 +80,8 @@ enum State {
 struct Flight<K> {
     key: K,
     hash: u64,
+    /// The fork generation of the table it is in.
+    generation: u64,
     /// The leading thread ([`thread_id`]).
     owner: u64,
     state: Mutex<Landing>,
@@ -86,15 +96,18 @@ struct Landing {
     waiters: u32,
 }
 
-/// The flights of one cache.
+/// The flights under way in one cache.
+type Running<K> = Mutex<Vec<Arc<Flight<K>>>>;
+
+/// The flights of one cache, per process image.
 pub struct Flights<K> {
-    running: Mutex<Vec<Arc<Flight<K>>>>,
+    running: ForkLocal<Running<K>>,
 }
 
 impl<K> Default for Flights<K> {
     fn default() -> Self {
         Flights {
-            running: Mutex::new(Vec::new()),
+            running: ForkLocal::new(),
         }
     }
 }
@@ -131,13 +144,14 @@ fn thread_id() -> u64 {
     ID.with(|id| *id)
 }
 
-/// The wait-for graph: `(waiter, owner)` for every thread blocked on a flight.
-static WAITS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+/// The wait-for graph: `(waiter, owner)` for every thread blocked on a flight (of this
+/// process image).
+static WAITS: ForkLocal<Mutex<Vec<(u64, u64)>>> = ForkLocal::new();
 
 /// Records that `me` waits for `owner`, unless `owner` is `me` or (through a chain of
 /// waits) waits for `me`: then false, and nothing is recorded.
 fn start_waiting(me: u64, owner: u64) -> bool {
-    let mut waits = lock(&WAITS);
+    let mut waits = lock(WAITS.get().0);
     let mut at = owner;
     // The graph is acyclic (this check keeps it so), so the walk ends; the bound is a guard.
     for _ in 0..=waits.len() {
@@ -157,7 +171,7 @@ fn start_waiting(me: u64, owner: u64) -> bool {
 
 /// Removes `me`'s edge once it stopped waiting.
 fn stop_waiting(me: u64) {
-    let mut waits = lock(&WAITS);
+    let mut waits = lock(WAITS.get().0);
     if let Some(i) = waits.iter().position(|(waiter, _)| *waiter == me) {
         waits.swap_remove(i);
     }
@@ -190,10 +204,13 @@ impl<K: FlightKey> Flights<K> {
         let mut unequal: Vec<Arc<Flight<K>>> = Vec::new();
         let mut rounds = 0;
         loop {
+            // Fetched each round: a thread that forks while waiting (from a signal handler)
+            // goes round again on its child's own table.
+            let (running_now, generation) = self.running.get();
             let mut undecided = Vec::new();
             let mut found = None;
             {
-                let mut running = lock(&self.running);
+                let mut running = lock(running_now);
                 for flight in running.iter().filter(|f| f.hash == hash) {
                     if unequal.iter().any(|u| Arc::ptr_eq(u, flight)) {
                         continue;
@@ -211,6 +228,7 @@ impl<K: FlightKey> Flights<K> {
                     let flight = Arc::new(Flight {
                         key,
                         hash,
+                        generation,
                         owner: me,
                         state: Mutex::new(Landing {
                             state: State::Running,
@@ -260,7 +278,8 @@ impl<K: FlightKey> Flights<K> {
                     raise_shared(&exc);
                     return Err(ErrSet);
                 }
-                // The flight left the table before landing: look again.
+                // The flight left the table before landing, or this thread is now in a
+                // forked child: look again.
                 State::Retry | State::Running => {}
             }
         }
@@ -269,7 +288,8 @@ impl<K: FlightKey> Flights<K> {
 
 impl<K> Flight<K> {
     /// Blocks, detached, until the flight lands; returns a copy of how it ended (never
-    /// `Running`). Err if a signal handler raised meanwhile.
+    /// `Running`), or `Retry` in a child forked meanwhile. Err if a signal handler raised
+    /// meanwhile.
     fn wait(&self) -> PyResult<State> {
         loop {
             let landed = detached(|| {
@@ -290,6 +310,10 @@ impl<K> Flight<K> {
             // SAFETY: attached again; runs pending handlers (main thread only), which may raise.
             if unsafe { ffi::PyErr_CheckSignals() } < 0 {
                 return Err(ErrSet);
+            }
+            if fork::generation() != self.generation {
+                // A handler forked: this flight's leader is not in this process.
+                return Ok(State::Retry);
             }
         }
         // Cloning only increfs: no Python code runs under the lock.
@@ -329,8 +353,14 @@ impl<K> Lead<'_, K> {
         let Some(flight) = self.flight.take() else {
             return;
         };
+        let (running, generation) = self.flights.running.get();
+        if generation != flight.generation {
+            // This thread forked while leading: the table and the waiters are the parent's
+            // (left untouched, see `ForkLocal`); the child's callers never joined.
+            return;
+        }
         {
-            let mut running = lock(&self.flights.running);
+            let mut running = lock(running);
             if let Some(i) = running.iter().position(|f| Arc::ptr_eq(f, &flight)) {
                 // Not the last reference (`flight` is one): nothing is dropped under the lock.
                 running.swap_remove(i);
@@ -347,6 +377,32 @@ impl<K> Lead<'_, K> {
         }
         // Dropped here, unlocked and attached: it may be the last reference to its objects.
         drop(flight);
+    }
+}
+
+impl<'a, K> Lead<'a, K> {
+    /// `lead` as two words (passed in registers through `cached_miss`); `[0, 0]` for none.
+    pub fn into_words(lead: Option<Self>) -> [usize; 2] {
+        let Some(mut lead) = lead else {
+            return [0, 0];
+        };
+        let flight = lead.flight.take().map_or(std::ptr::null(), Arc::into_raw);
+        [lead.flights as *const Flights<K> as usize, flight as usize]
+    }
+
+    /// The lead [`Lead::into_words`] made `words` of.
+    ///
+    /// # Safety
+    /// `words` came from `into_words` of a lead of these flights, living for `'a`, and are
+    /// used once.
+    pub unsafe fn from_words([flights, flight]: [usize; 2]) -> Option<Self> {
+        // SAFETY: as the caller promises: the flights' address, or 0 for none.
+        let flights = unsafe { (flights as *const Flights<K>).as_ref() }?;
+        let flight = (flight != 0).then(|| {
+            // SAFETY: the reference `into_words` gave up, taken back once.
+            unsafe { Arc::from_raw(flight as *const Flight<K>) }
+        });
+        Some(Lead { flights, flight })
     }
 }
 

@@ -12,6 +12,10 @@ use crate::memory::CacheKey;
 use pyo3::ffi;
 use std::mem::ManuallyDrop;
 
+/// The low bits of an object's address that [`CallKey::into_word`] uses for flags.
+const FLAG_BITS: usize = 0b11;
+const _: () = assert!(std::mem::align_of::<ffi::PyObject>() > FLAG_BITS);
+
 /// How deep nested tuples are inspected when deciding whether comparison is "quick".
 const QUICK_DEPTH: u32 = 3;
 
@@ -223,6 +227,36 @@ impl CallKey {
         CallKey {
             key: ManuallyDrop::new(PyKey { obj, quick }),
             owned: false,
+        }
+    }
+
+    /// The key as one word: the object's address with the `quick` and `owned` flags in its
+    /// two low bits (objects are at least 4-byte aligned). The reference it may own goes
+    /// with the word.
+    #[inline(always)]
+    pub fn into_word(self) -> usize {
+        let word =
+            self.key.as_ptr() as usize | usize::from(self.key.quick) | usize::from(self.owned) << 1;
+        std::mem::forget(self);
+        word
+    }
+
+    /// The key [`CallKey::into_word`] made `word` of.
+    ///
+    /// # Safety
+    /// `word` came from `into_word` and is used once; a borrowed key's object is still alive.
+    #[inline(always)]
+    pub unsafe fn from_word(word: usize) -> Self {
+        let ptr = (word & !FLAG_BITS) as *mut ffi::PyObject;
+        // SAFETY: the object `into_word` held; whether we own a reference is in the word, and
+        // `CallKey` only releases an owned one.
+        let obj = ManuallyDrop::into_inner(unsafe { PyObj::borrow_raw(ptr) });
+        CallKey {
+            key: ManuallyDrop::new(PyKey {
+                obj,
+                quick: word & 1 != 0,
+            }),
+            owned: word & 2 != 0,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The memory backend behind a cached callable: Python objects in a sharded SIEVE store.
 
-use super::cached::{call_owned, Backend, Lookup};
+use super::cached::{call_owned, Backend, Core, Lookup};
 use super::counters::Counters;
 use super::flight::Flights;
 use super::key::{CallKey, PyKey};
@@ -94,6 +94,15 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
+    #[inline(always)]
+    fn of(core: &Core) -> Option<&Self> {
+        match core {
+            Core::Memory(backend) => Some(backend),
+            #[cfg(unix)]
+            _ => None,
+        }
+    }
+
     type Key = MemoryKey;
 
     #[inline(always)]
@@ -110,6 +119,24 @@ impl Backend for MemoryBackend {
             Some(value) => Lookup::Hit(value),
             None => Lookup::Miss(key),
         })
+    }
+
+    /// The call key's word and the hash. Verdicts are dropped: they only spare the insert
+    /// comparisons with entries of an equal hash, which it then makes again (keys with a
+    /// foreign `__eq__` whose hash collides with a stored key's: rare).
+    #[inline(always)]
+    fn key_into_words(key: MemoryKey) -> [usize; 2] {
+        [key.key.into_word(), key.hash as usize]
+    }
+
+    #[inline(always)]
+    unsafe fn key_from_words([key, hash]: [usize; 2]) -> MemoryKey {
+        MemoryKey {
+            // SAFETY: a word of `into_word`, used once, as the caller promises.
+            key: unsafe { CallKey::from_word(key) },
+            hash: hash as u64,
+            verdicts: Vec::new(),
+        }
     }
 
     /// Probes until decided, comparing foreign keys outside every lock. Always inlined:

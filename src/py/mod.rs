@@ -16,8 +16,11 @@ mod memory_backend;
 mod object;
 #[cfg(unix)]
 mod operator;
+#[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
+mod refcount;
 #[cfg(unix)]
 mod shared_backend;
+mod stack;
 
 use cached::{CachedObject, Core, Settings};
 use memory_backend::MemoryBackend;
@@ -155,6 +158,9 @@ const SHARED_FORMAT: u64 = crate::shared::layout::FORMAT_VERSION;
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Forked children start with no flights (`crate::fork`); without the handler (it could
+    // not be installed) they share the parent's, as before.
+    crate::fork::watch();
     let tp = cached::init_type().map_err(|_| fetch(py))?;
     // SAFETY: `init_type` returns a borrowed reference to the immortal type object.
     let tp = unsafe { Bound::from_borrowed_ptr(py, tp) };

@@ -1,7 +1,7 @@
 //! The shared backend behind a cached callable: encoded bytes in memory-mapped files that
 //! every process running the same function opens (`crate::shared`).
 
-use super::cached::{raise, Backend, Exc, Lookup};
+use super::cached::{raise, Backend, Core, Exc, Lookup};
 use super::convert::Pickler;
 use super::decoded::Decoded;
 use super::flight::{detached, Flights};
@@ -322,6 +322,14 @@ impl SharedBackend {
 }
 
 impl Backend for SharedBackend {
+    #[inline(always)]
+    fn of(core: &Core) -> Option<&Self> {
+        match core {
+            Core::Shared(backend) => Some(backend),
+            _ => None,
+        }
+    }
+
     type Key = Vec<u8>;
 
     /// Encodes the key and copies the value into buffers on this frame's stack; only a
@@ -342,6 +350,22 @@ impl Backend for SharedBackend {
             Some(value) => Lookup::Hit(value),
             None => Lookup::Miss(key.bytes().to_vec()),
         })
+    }
+
+    /// The bytes as a boxed slice's pointer and length (no copy: a miss's key is allocated
+    /// to its exact length).
+    #[inline(always)]
+    fn key_into_words(key: Vec<u8>) -> [usize; 2] {
+        let len = key.len();
+        let bytes = Box::into_raw(key.into_boxed_slice());
+        [bytes as *mut u8 as usize, len]
+    }
+
+    #[inline(always)]
+    unsafe fn key_from_words([bytes, len]: [usize; 2]) -> Vec<u8> {
+        let slice = ptr::slice_from_raw_parts_mut(bytes as *mut u8, len);
+        // SAFETY: the boxed slice `key_into_words` gave up, taken back once.
+        unsafe { Box::from_raw(slice) }.into_vec()
     }
 
     fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {

@@ -31,6 +31,8 @@ mod table;
 pub use engine::{Engine, HeapBacking, HeapRegion, Info, InsertOutcome, Stale};
 pub use layout::{Params, TooLarge};
 #[cfg(all(unix, not(any(loom, shuttle))))]
+pub(crate) use process::{forks, watch_forks};
+#[cfg(all(unix, not(any(loom, shuttle))))]
 pub use region::{
     default_dir, default_dirs, file_stem, function_prefix, remove_stale, ProcessOwner,
 };

@@ -45,6 +45,13 @@ pub(crate) fn watch_forks() -> bool {
     }
 }
 
+/// This process image's fork generation: 0 in the process that installed the handler,
+/// bumped in each forked child (see [`watch_forks`]). One relaxed load.
+#[inline(always)]
+pub(crate) fn forks() -> u64 {
+    FORKS.load(Ordering::Relaxed)
+}
+
 /// The real, effective (and on Linux saved) user and group ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Credentials {
