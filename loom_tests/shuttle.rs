@@ -17,8 +17,8 @@ use owner::Processes;
 use shuttle::rand::{thread_rng, Rng};
 use shuttle::thread;
 use warp_cache::memory::{Get, Insert, Shard, Store};
-use warp_cache::shared::layout::{header, lock_word, Layout};
-use warp_cache::shared::seqlock::SeqLock;
+use warp_cache::shared::layout::{header, lock_word, slot, Layout};
+use warp_cache::shared::seqlock::{SeqLock, Version};
 use warp_cache::shared::{Engine, HeapRegion, InsertOutcome, LockOwner, Params, ValueBuf};
 use warp_cache::sync::{Ordering, RwLock};
 
@@ -215,5 +215,166 @@ fn threads_share_a_memory_store() {
             handle.join().unwrap();
         }
         store.check_invariants();
+    });
+}
+
+/// Stores keys `0..4` (slots 0 to 3, in order).
+fn fill_four(region: &HeapRegion, owner: &impl LockOwner) {
+    for key in 0..4 {
+        let outcome = region
+            .engine()
+            .insert(&[key], &value_of(key), 0, u64::MAX, owner);
+        assert_eq!(outcome, Ok(InsertOutcome::Stored));
+    }
+}
+
+/// Opens a write section on slot `victim` as `owner` and scribbles a data word there,
+/// then stops (keeps the lock, never finishes); false if the lock was busy.
+fn stop_inside(region: &HeapRegion, owner: &impl LockOwner, victim: u32) -> bool {
+    let lock_words = region.lock_words();
+    let lock = SeqLock::new(&lock_words[lock_word::SEQ], &lock_words[lock_word::OWNER]);
+    let Some(section) = lock.lock(owner) else {
+        return false;
+    };
+    let layout = region.layout();
+    let data = region.data_words();
+    Version::new(&data[layout.slot_word(victim, slot::VERSION)]).begin_write();
+    data[layout.slot_word(victim, slot::DATA)].store(0xBAD, Ordering::Relaxed);
+    std::mem::forget(section);
+    true
+}
+
+/// A writer stops (alive, holding the lock) inside a write to one slot while two readers
+/// look every key up and a writer re-stores one: the readers never miss a key in another
+/// slot and never read a wrong value; the writer gives up rather than wait or rob.
+#[test]
+fn a_stopped_writer_costs_readers_only_the_slot_it_was_writing() {
+    check(|| {
+        let region = Arc::new(HeapRegion::new(params()).expect("small parameters"));
+        let processes = Processes::new(4);
+        fill_four(&region, &processes.owner(4));
+        let victim = thread_rng().gen_range(0..4u8);
+        let stopped = {
+            let (region, processes) = (Arc::clone(&region), processes.clone());
+            thread::spawn(move || stop_inside(&region, &processes.owner(1), u32::from(victim)))
+        };
+        let readers: Vec<_> = (2..=3)
+            .map(|_| {
+                let region = Arc::clone(&region);
+                thread::spawn(move || {
+                    let engine = region.engine();
+                    for _ in 0..3 {
+                        for key in 0..4 {
+                            let hit = lookup(&engine, key);
+                            assert!(hit || key == victim, "key {key} missed, not being written");
+                        }
+                    }
+                })
+            })
+            .collect();
+        let writer = {
+            let (region, owner) = (Arc::clone(&region), processes.owner(2));
+            // An equal live key: stored (kept) before the stop, or given up on after it.
+            thread::spawn(move || {
+                region
+                    .engine()
+                    .insert(&[0], &value_of(0), 0, u64::MAX, &owner)
+            })
+        };
+        let stopped_inside = stopped.join().unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        let stored = writer.join().unwrap().expect("never stale");
+        assert_ne!(stored, InsertOutcome::Oversize);
+        if !stopped_inside {
+            // The writer held the lock when the other tried to stop inside: nothing stopped.
+            return;
+        }
+        let engine = region.engine();
+        for key in 0..4 {
+            assert_eq!(
+                lookup(&engine, key),
+                key != victim,
+                "key {key} after the stop"
+            );
+        }
+        let owner = processes.owner(3);
+        assert_eq!(
+            engine.insert(&[9], &value_of(9), 0, u64::MAX, &owner),
+            Ok(InsertOutcome::NotCached),
+            "a live holder was robbed"
+        );
+    });
+}
+
+/// A writer died inside a write to one slot; a process whose mapping is stale takes the
+/// lock over first and must leave the section torn (no new generation), so the current
+/// mapping's next writer repairs: only the torn slot's entry is lost.
+#[test]
+fn a_stale_mapping_leaves_a_torn_section_to_the_current_one() {
+    check(|| {
+        let region = Arc::new(HeapRegion::new(params()).expect("small parameters"));
+        let processes = Processes::new(4);
+        fill_four(&region, &processes.owner(4));
+        let victim = thread_rng().gen_range(0..4u8);
+        assert!(stop_inside(&region, &processes.owner(1), u32::from(victim)));
+        processes.die(1);
+        let stale = {
+            let (region, owner) = (Arc::clone(&region), processes.owner(2));
+            thread::spawn(move || {
+                let backing = region.process_backing();
+                // Generation 0: this mapping is of a file replaced since.
+                let engine = Engine::new(
+                    region.layout(),
+                    region.lock_words(),
+                    region.data_words(),
+                    0,
+                    &backing,
+                )
+                .expect("regions sized by the layout");
+                let _ = engine.insert(&[7], &value_of(7), 0, u64::MAX, &owner);
+            })
+        };
+        let current = {
+            let (region, owner) = (Arc::clone(&region), processes.owner(3));
+            thread::spawn(move || {
+                for _ in 0..4 {
+                    let outcome = region
+                        .engine()
+                        .insert(&[8], &value_of(8), 0, u64::MAX, &owner);
+                    if outcome == Ok(InsertOutcome::Stored) {
+                        return;
+                    }
+                }
+            })
+        };
+        stale.join().unwrap();
+        // The current writer may have given up while the stale one held the lock.
+        current.join().unwrap();
+        let lock_words = region.lock_words();
+        assert_eq!(
+            lock_words[lock_word::GENERATION].load(Ordering::Relaxed),
+            1,
+            "the stale mapping made a new generation"
+        );
+        // Whoever came last, a writer of the current mapping repairs and stores.
+        let owner = processes.owner(4);
+        assert_eq!(
+            region
+                .engine()
+                .insert(&[8], &value_of(8), 0, u64::MAX, &owner),
+            Ok(InsertOutcome::Stored)
+        );
+        region.check_invariants();
+        let engine = region.engine();
+        for key in 0..4 {
+            assert_eq!(
+                lookup(&engine, key),
+                key != victim,
+                "key {key} after the repair"
+            );
+        }
+        assert!(lookup(&engine, 8));
     });
 }
