@@ -364,9 +364,9 @@ impl<'a> Engine<'a> {
     }
 
     /// The insert proper, under the write lock. A new entry (or a new value for a key)
-    /// always joins as the newest, in slot `LEN`, after SIEVE victims made room for it by
-    /// count and by bytes; a heap too full or fragmented for its block is compacted, then
-    /// more victims go.
+    /// always joins as the newest, after SIEVE victims made room for it by bytes; a heap
+    /// too full or fragmented for its block is compacted, then more victims go. It takes
+    /// slot `LEN`, or, when every slot is taken, the slot of the victim evicted for it.
     fn put(
         &self,
         hash: u64,
@@ -386,20 +386,34 @@ impl<'a> Engine<'a> {
         }
         let size = key.len() as u64 + value.len() as u64;
         let budget = self.layout.params().byte_budget();
-        while table.len()? >= self.layout.capacity() || table.bytes() + size > budget {
+        while table.bytes() + size > budget {
             if !self.evict(now)? {
                 break;
             }
-        }
-        if table.len()? >= self.layout.capacity() {
-            return Err(Corrupt);
         }
         let block = match self.block_for(key.len(), value.len(), now)? {
             Some(block) => block,
             None => return Ok(Put::NoSpace),
         };
-        let i = table.len()?;
-        table.set_len(i + 1);
+        let len = table.len()?;
+        let i = if len < self.layout.capacity() {
+            table.set_len(len + 1);
+            len
+        } else {
+            // Full: the SIEVE victim's slot takes the new entry (its block is freed when
+            // the entry is written).
+            let mut queue = table.queue();
+            let victim = queue
+                .select_victim(|i| table.second_chance(i, now))
+                .ok_or(Corrupt)?;
+            if victim >= len {
+                return Err(Corrupt);
+            }
+            table.table_remove(table.hash_of(victim)?, victim)?;
+            queue.unlink(victim);
+            table.sub_bytes(table.entry_bytes(victim));
+            victim
+        };
         table.write_entry(i, key, value, expires_at, block);
         table.clear_visited(i);
         table.queue().push_newest(i);
@@ -527,10 +541,11 @@ impl HeapRegion {
     pub fn data_word_index(&self, i: u32, n: usize) -> usize {
         use super::layout::{slot, split_block};
         let layout = &self.layout;
+        let block = self.engine().table.block_of(i);
         match n.checked_sub(slot::INLINE_DATA) {
             None => layout.slot_word(i, slot::DATA + n),
+            Some(0) if block == super::layout::NO_BLOCK => layout.slot_word(i, slot::BLOCK),
             Some(beyond) => {
-                let block = self.data[layout.slot_word(i, slot::BLOCK)].load(Ordering::Relaxed);
                 let (offset, _) = split_block(block).expect("an entry with a block");
                 layout.heap_start() + offset + beyond
             }
@@ -619,7 +634,7 @@ impl HeapRegion {
         );
         let top = load(header::TOP) as usize;
         let mut blocks: Vec<(usize, usize)> = (0..len)
-            .filter_map(|i| split_block(load(layout.slot_word(i, slot::BLOCK))))
+            .filter_map(|i| split_block(engine.table.block_of(i)))
             .map(|(offset, class)| (offset, offset + class_words(class)))
             .collect();
         blocks.sort_unstable();

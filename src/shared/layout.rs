@@ -27,12 +27,12 @@
 //!   the slot is whole, odd while a writer changes it: readers validate each slot on its own,
 //!   never on the lock file's `SEQ`), `LENS` (`value_len << 32 | key_len`), `EXPIRES`
 //!   (CLOCK_MONOTONIC ns, `u64::MAX` = never), `CHECKSUM` (of lengths, expiry, key and
-//!   value), `BLOCK` (where the rest of the entry is in the heap), and the entry's first 3
-//!   data words;
+//!   value), the entry's first 3 data words, and `BLOCK` (where the rest of the entry is in
+//!   the heap), or, for an entry of at most 4 data words, its fourth word;
 //! - `CAPACITY` slot metas of 2 words: `VISITED` (set by readers) and `LINKS`
 //!   (`older << 32 | newer`, SIEVE neighbours, `u32::MAX` = none), which only writers read;
-//! - the heap, from `HEAP_START` (page aligned): blocks holding each entry's data words
-//!   beyond the first 3. A block's size is one of the size classes ([`class_words`]: 2, 3, 4,
+//! - the heap, from `HEAP_START` (page aligned): blocks holding each larger entry's data
+//!   words beyond the first 3. A block's size is one of the size classes ([`class_words`]: 2, 3, 4,
 //!   6, 8, 12... words, each at most 1.5 times the one before), so an entry occupies at most
 //!   1.5 times its data plus a word. Blocks come from the class's free list, else from `TOP`;
 //!   the file holds only `BACKED` heap words (grown in chunks, allocated before they are
@@ -41,8 +41,9 @@
 //!   block of its class (`offset + 1`; 0 ends the list).
 //!
 //! An entry's data words are its key padded to whole words, then its value padded to whole
-//! words. A lookup of an entry whose key fits 3 words (an int or short str key) compares it
-//! in the head's one cache line; a repeated hit of an entry this process already decoded
+//! words. An entry of up to 32 bytes (an int key and an int value) lives in its head alone;
+//! a lookup of an entry whose key fits 3 words (an int or short str key) compares it in the
+//! head's one cache line; a repeated hit of an entry this process already decoded
 //! reads nothing else. A slot stores no hash: the table word's 32-bit tag filters probes,
 //! keys are compared byte for byte, and an evicting writer rehashes the victim's key to find
 //! its table word.
@@ -170,14 +171,18 @@ pub mod slot {
     pub const EXPIRES: usize = 2;
     /// Of lengths, expiry, key and value.
     pub const CHECKSUM: usize = 3;
-    /// The entry's heap block: `(offset + 1) << 8 | class`, [`super::NO_BLOCK`] (0) for none.
-    pub const BLOCK: usize = 4;
     /// The first data word (key words, then value words) kept in the head.
-    pub const DATA: usize = 5;
+    pub const DATA: usize = 4;
+    /// The entry's heap block, `(offset + 1) << 8 | class` ([`super::NO_BLOCK`], 0, for
+    /// none); an entry of at most [`WHOLE_INLINE`] data words has no block and keeps its
+    /// last data word here instead.
+    pub const BLOCK: usize = 7;
     /// Words in a slot's head: one cache line.
     pub const HEAD_WORDS: usize = 8;
-    /// Data words kept in the head; the rest of a larger entry is in its heap block.
-    pub const INLINE_DATA: usize = HEAD_WORDS - DATA;
+    /// Data words kept in the head when the rest is in a heap block.
+    pub const INLINE_DATA: usize = BLOCK - DATA;
+    /// Data words an entry may have and fit its head whole (an int key and an int value).
+    pub const WHOLE_INLINE: usize = HEAD_WORDS - DATA;
 }
 
 /// Word offsets inside a slot's meta.
@@ -526,7 +531,7 @@ mod tests {
         let layout = Layout::new(params(5)).unwrap();
         assert_eq!(layout.table_size(), 16);
         assert_eq!(layout.slot_word(0, 0), HEADER_WORDS + 16);
-        assert_eq!(layout.slot_word(1, slot::DATA), HEADER_WORDS + 16 + 8 + 5);
+        assert_eq!(layout.slot_word(1, slot::DATA), HEADER_WORDS + 16 + 8 + 4);
         assert_eq!(layout.meta_word(0, 0), HEADER_WORDS + 16 + 5 * 8);
         assert_eq!(
             layout.meta_word(4, meta::LINKS),

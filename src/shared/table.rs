@@ -81,12 +81,29 @@ fn data_words(key_len: usize, value_len: usize) -> usize {
     key_len.div_ceil(8) + value_len.div_ceil(8)
 }
 
+/// Data words of an entry whose `LENS` word is `lens`.
+fn data_words_of(lens: u64) -> usize {
+    data_words(lens as u32 as usize, (lens >> 32) as usize)
+}
+
+/// Data words of an entry that go to a heap block (0: it fits its head whole).
+fn spill_words(data_words: usize) -> usize {
+    if data_words <= slot::WHOLE_INLINE {
+        0
+    } else {
+        data_words - slot::INLINE_DATA
+    }
+}
+
 /// One slot's words: its head and its block (empty when it has none, or when the block
-/// word does not name one inside the verified heap).
+/// word does not name one inside the verified heap). The block is found only when words
+/// past the head are needed (`None` until then): a hit on an entry this process already
+/// decoded, with a short key, reads the head alone.
 #[derive(Clone, Copy)]
 struct SlotWords<'a> {
     head: &'a [AtomicU64],
-    block: &'a [AtomicU64],
+    block: Option<&'a [AtomicU64]>,
+    table: Table<'a>,
 }
 
 impl<'a> SlotWords<'a> {
@@ -100,12 +117,49 @@ impl<'a> SlotWords<'a> {
         self.head[field].load(Ordering::Relaxed)
     }
 
+    /// These words with the block found (for reading many words past the head).
+    #[inline(always)]
+    fn resolved(self) -> Self {
+        Self {
+            block: Some(self.block_words()),
+            ..self
+        }
+    }
+
+    /// Whether the entry fits its head whole (its `BLOCK` word is then a data word).
+    #[inline(always)]
+    fn whole_inline(&self) -> bool {
+        data_words_of(self.field(slot::LENS)) <= slot::WHOLE_INLINE
+    }
+
+    /// The entry's `BLOCK` word as a block reference ([`NO_BLOCK`] for an entry that fits
+    /// its head).
+    #[inline(always)]
+    fn block_ref(&self) -> u64 {
+        if self.whole_inline() {
+            NO_BLOCK
+        } else {
+            self.field(slot::BLOCK)
+        }
+    }
+
+    /// The block's words, found now if not yet.
+    #[inline(always)]
+    fn block_words(&self) -> &'a [AtomicU64] {
+        self.block.unwrap_or_else(|| {
+            split_block(self.block_ref())
+                .and_then(|(offset, class)| self.table.block(offset, class))
+                .unwrap_or(&[])
+        })
+    }
+
     /// Data word `n`, or `None` past the slot's end.
     #[inline(always)]
     fn data(&self, n: usize) -> Option<u64> {
         let word = match n.checked_sub(slot::INLINE_DATA) {
             None => self.head.get(slot::DATA + n),
-            Some(beyond) => self.block.get(beyond),
+            Some(0) if self.whole_inline() => self.head.get(slot::BLOCK),
+            Some(beyond) => self.block_words().get(beyond),
         };
         word.map(|w| w.load(Ordering::Relaxed))
     }
@@ -113,12 +167,41 @@ impl<'a> SlotWords<'a> {
 
 /// Whether `slot` holds `key`. A torn or damaged length can make the
 /// answer wrong (the checksum then rejects the value) but never reads out of bounds.
+/// A key of up to 3 words (the hit path's usual case) is compared in the head directly.
 #[inline(always)]
 fn holds_key(slot: SlotWords<'_>, key: &[u8]) -> bool {
-    slot.field(slot::LENS) as u32 as usize == key.len()
-        && words(key)
+    if slot.field(slot::LENS) as u32 as usize != key.len() {
+        return false;
+    }
+    let short = key.len() <= slot::INLINE_DATA * 8;
+    let slot = if short { slot } else { slot.resolved() };
+    let same = |n: usize, word: u64| {
+        if short {
+            slot.head[slot::DATA + n].load(Ordering::Relaxed) == word
+        } else {
+            slot.data(n) == Some(word)
+        }
+    };
+    let whole = key.chunks_exact(8);
+    let tail = whole.remainder();
+    let mut n = 0;
+    for chunk in whole {
+        if !same(
+            n,
+            u64::from_le_bytes(chunk.try_into().expect("chunks of eight")),
+        ) {
+            return false;
+        }
+        n += 1;
+    }
+    if !tail.is_empty() {
+        let word = tail
+            .iter()
             .enumerate()
-            .all(|(n, word)| slot.data(n) == Some(word))
+            .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i));
+        return same(n, word);
+    }
+    true
 }
 
 /// Copies the value of `slot` into `out`; true when the entry is live at `now` and its
@@ -135,7 +218,7 @@ fn read_live(slot: SlotWords<'_>, params: Params, now: u64, out: &mut ValueBuf) 
 /// The size class of the block an entry of `key_len` and `value_len` bytes has, `None` when
 /// it fits its head.
 fn class_of_entry(key_len: usize, value_len: usize) -> Option<usize> {
-    let spill = data_words(key_len, value_len).saturating_sub(slot::INLINE_DATA);
+    let spill = spill_words(data_words(key_len, value_len));
     (spill > 0).then(|| class_for(spill)).flatten()
 }
 
@@ -148,10 +231,11 @@ fn read_whole(slot: SlotWords<'_>, params: Params, expires: u64, out: &mut Value
         return false;
     }
     // The block must be the one entries of this size get (damage can leave any word here).
-    let block = split_block(slot.field(slot::BLOCK));
+    let block = split_block(slot.block_ref());
     if block.map(|(_, class)| class) != class_of_entry(key_len, value_len) {
         return false;
     }
+    let slot = slot.resolved();
     let mut sum = Checksum::new(lens, expires);
     let key_words = key_len.div_ceil(8);
     for n in 0..key_words {
@@ -334,11 +418,11 @@ impl<'a> Table<'a> {
     /// The words of slot `i` (`i < capacity`).
     #[inline(always)]
     fn slot(&self, i: u32) -> SlotWords<'a> {
-        let head = &self.words[self.layout.slot_word(i, 0)..][..slot::HEAD_WORDS];
-        let block = split_block(head[slot::BLOCK].load(Ordering::Relaxed))
-            .and_then(|(offset, class)| self.block(offset, class))
-            .unwrap_or(&[]);
-        SlotWords { head, block }
+        SlotWords {
+            head: &self.words[self.layout.slot_word(i, 0)..][..slot::HEAD_WORDS],
+            block: None,
+            table: *self,
+        }
     }
 
     /// Data word `n` of slot `i`'s entry (tests and checks).
@@ -357,9 +441,7 @@ impl<'a> Table<'a> {
     /// [`NO_BLOCK`] when it fits the head, else one taken from its class's free list or
     /// from the top of the heap, growing the file if need be.
     pub(crate) fn alloc(&self, key_len: usize, value_len: usize) -> Result<u64, NoBlock> {
-        let Some(spill) = data_words(key_len, value_len).checked_sub(slot::INLINE_DATA) else {
-            return Ok(NO_BLOCK);
-        };
+        let spill = spill_words(data_words(key_len, value_len));
         if spill == 0 {
             return Ok(NO_BLOCK);
         }
@@ -444,7 +526,7 @@ impl<'a> Table<'a> {
     pub(crate) fn write_entry(&self, i: u32, key: &[u8], value: &[u8], expires: u64, block: u64) {
         let version = self.slot(i).version();
         version.begin_write();
-        let old = self.slot_load(i, slot::BLOCK);
+        let old = self.block_of(i);
         if old != block {
             self.free(old);
         }
@@ -452,12 +534,13 @@ impl<'a> Table<'a> {
         self.slot_store(i, slot::LENS, lens);
         self.slot_store(i, slot::EXPIRES, expires);
         self.slot_store(i, slot::BLOCK, block);
+        // A whole-inline entry's words run on into the `BLOCK` word (`DATA + 3`).
         let heap = split_block(block).map(|(offset, _)| self.layout.heap_start() + offset);
         let mut sum = Checksum::new(lens, expires);
         for (n, word) in words(key).chain(words(value)).enumerate() {
             sum.add(word);
             match (n.checked_sub(slot::INLINE_DATA), heap) {
-                (None, _) => self.slot_store(i, slot::DATA + n, word),
+                (None, _) | (Some(0), None) => self.slot_store(i, slot::DATA + n, word),
                 (Some(beyond), Some(at)) => self.store(at + beyond, word),
                 (Some(_), None) => {}
             }
@@ -466,11 +549,16 @@ impl<'a> Table<'a> {
         version.end_write();
     }
 
+    /// Slot `i`'s block reference ([`NO_BLOCK`] when its entry fits the head).
+    pub(crate) fn block_of(&self, i: u32) -> u64 {
+        self.slot(i).block_ref()
+    }
+
     /// Empties slot `i`: no entry, no block (freed).
     fn clear_slot(&self, i: u32) {
         let version = self.slot(i).version();
         version.begin_write();
-        self.free(self.slot_load(i, slot::BLOCK));
+        self.free(self.block_of(i));
         self.empty_head(i);
         version.end_write();
     }
@@ -523,7 +611,7 @@ impl<'a> Table<'a> {
     /// Moves the words of the block named by slot `i` to heap offset `to` (at or below
     /// where it is), inside a write to the slot.
     fn move_block(&self, i: u32, to: usize) {
-        let Some((from, class)) = split_block(self.slot_load(i, slot::BLOCK)) else {
+        let Some((from, class)) = split_block(self.block_of(i)) else {
             return;
         };
         if from == to {
@@ -550,8 +638,7 @@ impl<'a> Table<'a> {
         let last = len - 1;
         self.table_remove(hash, i)?;
         self.queue().unlink(i);
-        let bytes = self.load(header::BYTES).saturating_sub(self.entry_bytes(i));
-        self.store(header::BYTES, bytes);
+        self.sub_bytes(self.entry_bytes(i));
         self.clear_slot(i);
         if i != last {
             let last_hash = self.hash_of(last)?;
@@ -569,14 +656,14 @@ impl<'a> Table<'a> {
     pub(crate) fn compact(&self, slots: u32) {
         let mut blocks: Vec<(usize, u32)> = (0..slots)
             .filter_map(|i| {
-                let (offset, class) = split_block(self.slot_load(i, slot::BLOCK))?;
+                let (offset, class) = split_block(self.block_of(i))?;
                 self.block(offset, class).map(|_| (offset, i))
             })
             .collect();
         blocks.sort_unstable();
         let mut top = 0;
         for (_, i) in blocks {
-            let Some((_, class)) = split_block(self.slot_load(i, slot::BLOCK)) else {
+            let Some((_, class)) = split_block(self.block_of(i)) else {
                 continue;
             };
             self.move_block(i, top);
@@ -606,7 +693,7 @@ impl<'a> Table<'a> {
         let mut kept = 0;
         let mut bytes = 0;
         for i in 0..occupied {
-            let block = split_block(self.slot_load(i, slot::BLOCK))
+            let block = split_block(self.block_of(i))
                 .map(|(offset, class)| (offset, offset + class_words(class)));
             let overlaps =
                 block.is_some_and(|(start, end)| taken.iter().any(|&(s, e)| start < e && s < end));
@@ -655,13 +742,13 @@ impl<'a> Table<'a> {
     fn holds_key_of(&self, hash: u64, i: u32) -> bool {
         let key_len = self.slot_load(i, slot::LENS) as u32 as usize;
         let key_words = key_len.div_ceil(8);
-        let mine = self.slot(i);
+        let mine = self.slot(i).resolved();
         let mut pos = hash as usize & self.mask();
         for _ in 0..self.layout.table_size() {
             let (found, tag) = split_entry(self.load(self.layout.table_word(pos)));
             let Some(j) = found else { return false };
             if tag == hash as u32 && j < self.layout.capacity() {
-                let other = self.slot(j);
+                let other = self.slot(j).resolved();
                 if other.field(slot::LENS) as u32 as usize == key_len
                     && (0..key_words).all(|n| other.data(n) == mine.data(n))
                 {
@@ -680,11 +767,15 @@ impl<'a> Table<'a> {
         if key_len > self.layout.params().max_key_size as usize {
             return Err(Corrupt);
         }
-        let slot = self.slot(i);
-        let words: Option<Vec<u64>> = (0..key_len.div_ceil(8)).map(|n| slot.data(n)).collect();
+        let slot = self.slot(i).resolved();
+        let key_words = key_len.div_ceil(8);
+        // Every key word must be there (a block may be missing or short after damage).
+        if key_words > 0 && slot.data(key_words - 1).is_none() {
+            return Err(Corrupt);
+        }
         Ok(key_hash_of_words(
             key_len,
-            words.ok_or(Corrupt)?.into_iter(),
+            (0..key_words).map(|n| slot.data(n).unwrap_or_default()),
         ))
     }
 
@@ -729,6 +820,10 @@ impl<'a> Table<'a> {
 
     pub(crate) fn add_bytes(&self, bytes: u64) {
         self.store(header::BYTES, self.bytes().saturating_add(bytes));
+    }
+
+    pub(crate) fn sub_bytes(&self, bytes: u64) {
+        self.store(header::BYTES, self.bytes().saturating_sub(bytes));
     }
 
     /// Adds `slot` under `hash` at the first empty position of its probe sequence.
