@@ -122,6 +122,7 @@ bench: $(BUILT) $(BUILT_FT)
 	$(PY) benches/hit_ratio.py --json benches/results/hit-ratio-gil.json
 	env -u PYTHON_GIL $(PY_FT) benches/hit_ratio.py --json benches/results/hit-ratio-free-threaded.json
 	$(PY) benches/memory.py --json benches/results/memory.json
+	$(PY) benches/shared_storage.py --json benches/results/shared-storage.json
 	$(MAKE) bench-rust
 	$(PY) benches/report.py
 

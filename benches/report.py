@@ -143,6 +143,23 @@ def payload_table(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def storage_table(data: dict[str, Any]) -> list[str]:
+    out = [
+        f"{data['entries']:,} entries per payload; bytes the files occupy on their file "
+        "system (st_blocks), at decoration and full.",
+        "",
+        "| cache | payload | at decoration | full | per entry |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for label, rows in data["results"].items():
+        for kind, row in rows.items():
+            out.append(
+                f"| {label} | {kind} | {row['at decoration']:,.0f} | {row['full']:,.0f} "
+                f"| {row['per entry']:,.0f} |"
+            )
+    return out + [""]
+
+
 def memory_table(data: dict[str, Any]) -> list[str]:
     out = header(data["meta"])
     if not data["rows"]:
@@ -625,6 +642,15 @@ def main() -> None:
         if memory
         else missing("memory.py")
     )
+    storage = load(results / "shared-storage.json")
+    doc += [
+        "### Shared storage per entry",
+        "",
+        "`benches/shared_storage.py`: a shared cache of max_size = entries (max_value_size 32 "
+        "KiB) filled with one payload kind, in a fresh process, against diskcache's memoize.",
+        "",
+    ]
+    doc += storage_table(storage) if storage else missing("shared_storage.py")
     doc += ["## Rust microbenchmarks", ""] + criterion_table(criterion_rows())
     if SINGLE_FLIGHT.exists():
         doc += ["## Single-flight", ""] + verbatim(SINGLE_FLIGHT, "")
