@@ -1,6 +1,10 @@
-"""A loop of cache hits for instruction counting (see docs/profile-notes.md).
+"""A loop of cache hits (or, `shared-miss`, of misses) for instruction counting (see
+docs/profile-notes.md).
 
-valgrind --tool=callgrind python benches/callgrind_hit.py {plain,lru,memory,shared} N
+valgrind --tool=callgrind python benches/callgrind_hit.py {plain,lru,memory,shared,shared-miss} N
+
+Compare builds by the inclusive cost of `cached_vectorcall` (`callgrind_annotate
+--inclusive=yes`) divided by the calls, which leaves the loop and start-up out.
 """
 
 import functools
@@ -20,9 +24,14 @@ def main() -> None:
     elif kind == "plain":
         fn = identity
     else:
-        fn = warp_cache.cache(256, backend=kind)(identity)
+        backend = kind.removesuffix("-miss")
+        fn = warp_cache.cache(256, backend=backend, version=1)(lambda x: x * 3)
     for key in range(256):
         fn(key)
+    if kind.endswith("-miss"):
+        for key in range(1_000, 1_000 + n):
+            fn(key)
+        return
     for _ in range(n):
         fn(5)
 
