@@ -767,8 +767,13 @@ impl<'a> Table<'a> {
         if key_len > self.layout.params().max_key_size as usize {
             return Err(Corrupt);
         }
-        let slot = self.slot(i).resolved();
         let key_words = key_len.div_ceil(8);
+        // A key of up to 3 words is in the head: no need to find the block.
+        let slot = if key_words <= slot::INLINE_DATA {
+            self.slot(i)
+        } else {
+            self.slot(i).resolved()
+        };
         // Every key word must be there (a block may be missing or short after damage).
         if key_words > 0 && slot.data(key_words - 1).is_none() {
             return Err(Corrupt);
