@@ -162,6 +162,8 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(unix)]
     {
         m.add("SHARED_FORMAT", SHARED_FORMAT)?;
+        m.add_function(wrap_pyfunction!(convert::codec_encode, m)?)?;
+        m.add_function(wrap_pyfunction!(convert::codec_decode, m)?)?;
         m.add_function(wrap_pyfunction!(operator::default_shared_dir, m)?)?;
         m.add_function(wrap_pyfunction!(operator::shared_caches, m)?)?;
         m.add_function(wrap_pyfunction!(operator::clear_shared_cache, m)?)?;
