@@ -144,9 +144,12 @@ fn make_shared_cache(
     create(py, settings)
 }
 
-/// The shared-cache file format's version: part of every shared cache's identity.
+/// The versions of the shared-cache file format and of the byte format of its keys and
+/// values, as one number: part of every shared cache's identity (so of its file names), so
+/// a process never opens a file written in another format, nor decodes its entries.
 #[cfg(unix)]
-const SHARED_FORMAT: u64 = crate::shared::layout::FORMAT_VERSION;
+const SHARED_FORMAT: u64 =
+    crate::shared::layout::FORMAT_VERSION * 1000 + crate::codec::CODEC_VERSION;
 
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
