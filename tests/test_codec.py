@@ -37,6 +37,10 @@ def round_trip(value: object) -> object:
     return codec_decode(encode(value), pickle.loads)
 
 
+def round_trip_bytes(data: bytes) -> Any:
+    return codec_decode(data, pickle.loads)
+
+
 def tagged(value: object) -> bool:
     """Whether the codec wrote `value` with its own tags (not as one pickle)."""
     return encode(value)[0] != PICKLE_TAG
@@ -303,6 +307,41 @@ def test_damaged_encodings_never_crash_the_decoder(value, data):
     encoded[at] = data.draw(st.integers(0, 255))
     with contextlib.suppress(Exception):
         codec_decode(bytes(encoded), pickle.loads)
+
+
+def test_short_ascii_dict_keys_are_shared_between_decodes_and_always_right():
+    encoded = encode({"name": 1, "clé": 2, "k" * 40: 3})
+    first, second = round_trip_bytes(encoded), round_trip_bytes(encoded)
+    names = [[k for k in d if k == "name"][0] for d in (first, second)]
+    assert names[0] is names[1], "a short ASCII key was built twice"
+    for built_each_time in ("clé", "k" * 40):
+        assert [k for k in first if k == built_each_time][0] is not [
+            k for k in second if k == built_each_time
+        ][0]
+    # Thousands of keys (far more than the cache's slots, so they evict each other).
+    records = [{f"field{i}": i, f"other{i % 7}": None} for i in range(5000)]
+    for record in records:
+        assert not differences(record, round_trip(record))
+
+
+def test_threads_decoding_at_once_build_right_values():
+    values = [{f"k{i % 50}": [i, f"v{i}"], "shared": (i, {"x": i})} for i in range(200)]
+    encoded = [encode(v) for v in values]
+    failures: list[str] = []
+
+    def work() -> None:
+        for _ in range(20):
+            for value, data in zip(values, encoded, strict=True):
+                problems = differences(value, codec_decode(data, pickle.loads))
+                if problems:
+                    failures.extend(problems)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
 
 
 # --- keys ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 
 mod build;
 mod ints;
+mod key_cache;
 mod stdtypes;
 mod walk;
 

@@ -5,7 +5,7 @@
 //! fails), what was built is dropped and the error returned.
 
 use super::super::object::{ErrSet, PyObj, PyResult};
-use super::{ints, stdtypes};
+use super::{ints, key_cache, stdtypes};
 use crate::codec::{Clock, Container, DecodeError, Leaf, Parser, Tz, UuidSafety, Visitor};
 use pyo3::ffi;
 use std::ffi::c_int;
@@ -108,7 +108,7 @@ impl<'a> Visitor<'a> for Builder<'_> {
                 // SAFETY: see above.
                 let dict = unsafe { PyObj::from_owned(ffi::PyDict_New())? };
                 for _ in 0..n {
-                    let key = parser.visit(self)?;
+                    let key = parser.visit(&mut KeyBuilder(self))?;
                     let element = parser.visit(self)?;
                     // SAFETY: valid objects; the key is of a hashable kind (checked by the
                     // parser), so hashing it runs no user code. It may still fail.
@@ -153,6 +153,36 @@ impl<'a> Visitor<'a> for Builder<'_> {
             ))
         };
         Ok(obj?)
+    }
+}
+
+/// Builds a dict key: a short ASCII str from the process's key cache
+/// ([`key_cache::key_str`]), anything else as [`Builder`] does.
+struct KeyBuilder<'b, 'l>(&'b mut Builder<'l>);
+
+impl<'a> Visitor<'a> for KeyBuilder<'_, '_> {
+    type Output = PyObj;
+    type Error = Failed;
+
+    #[inline(always)]
+    fn leaf(&mut self, leaf: Leaf<'a>) -> Result<PyObj, Failed> {
+        match leaf {
+            Leaf::Str(text) => Ok(key_cache::key_str(text, str_object)?),
+            _ => self.0.leaf(leaf),
+        }
+    }
+
+    fn container(
+        &mut self,
+        parser: &mut Parser<'a>,
+        container: Container,
+        count: usize,
+    ) -> Result<PyObj, Failed> {
+        self.0.container(parser, container, count)
+    }
+
+    fn pickle(&mut self, data: &'a [u8]) -> Result<PyObj, Failed> {
+        self.0.pickle(data)
     }
 }
 
