@@ -67,12 +67,14 @@ unsafe fn scalar<'a>(obj: *mut ffi::PyObject) -> Option<Leaf<'a>> {
                 return None;
             }
             let bytes = std::slice::from_raw_parts(data as *const u8, len as usize);
-            // The str object owns its UTF-8 buffer for as long as it lives.
-            Some(Leaf::Str(std::str::from_utf8_unchecked(bytes)))
+            // The str object owns its UTF-8 buffer for as long as it lives. Over 4 GiB: the
+            // general path pickles it (and pickle refuses it).
+            (u32::try_from(bytes.len()).is_ok())
+                .then(|| Leaf::Str(std::str::from_utf8_unchecked(bytes)))
         } else if ffi::PyBytes_CheckExact(obj) != 0 {
             let data = ffi::PyBytes_AsString(obj) as *const u8;
             let len = ffi::PyBytes_Size(obj) as usize;
-            Some(Leaf::Bytes(std::slice::from_raw_parts(data, len)))
+            (u32::try_from(len).is_ok()).then(|| Leaf::Bytes(std::slice::from_raw_parts(data, len)))
         } else {
             None
         }

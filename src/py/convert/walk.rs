@@ -77,6 +77,17 @@ fn clear() -> Unsupported {
     Unsupported
 }
 
+/// Gives up on a length the format cannot write (a `u32`): pickle then refuses the value
+/// with an `OverflowError`, where writing it would panic.
+#[inline(always)]
+fn fits(len: usize) -> Walked {
+    if u32::try_from(len).is_ok() {
+        Ok(())
+    } else {
+        Err(Unsupported)
+    }
+}
+
 /// A new reference, or give up (clearing the error).
 ///
 /// # Safety
@@ -95,8 +106,8 @@ fn locked<R>(obj: *mut ffi::PyObject, f: impl FnOnce() -> R) -> R {
     {
         let mut section = std::mem::MaybeUninit::<ffi::PyCriticalSection>::uninit();
         // SAFETY: `section` lives on this frame, does not move, and is ended below on the
-        // only path out (f does not unwind: panics abort at the FFI boundary); `obj` is a
-        // valid object.
+        // only path out (`f` does not panic: every length is checked to fit the format
+        // before it is written); `obj` is a valid object.
         unsafe { ffi::PyCriticalSection_Begin(section.as_mut_ptr(), obj) };
         let result = f();
         // SAFETY: begun above, ended once.
@@ -177,6 +188,7 @@ impl Walker {
             } else if ffi::PyLong_CheckExact(obj) != 0 {
                 // An int outside i64 (put_scalar took the others).
                 let bytes = ints::to_le_bytes(obj).ok_or(Unsupported)?;
+                fits(bytes.len())?;
                 put(&Item::Leaf(Leaf::BigInt(&bytes)), form, out);
                 Ok(())
             } else if ffi::PyByteArray_CheckExact(obj) != 0 {
@@ -186,6 +198,7 @@ impl Walker {
                 locked(obj, || {
                     let data = ffi::PyByteArray_AsString(obj) as *const u8;
                     let len = ffi::PyByteArray_Size(obj) as usize;
+                    fits(len)?;
                     // An empty bytearray may have no buffer at all.
                     let data = if len == 0 {
                         &[][..]
@@ -193,8 +206,8 @@ impl Walker {
                         std::slice::from_raw_parts(data, len)
                     };
                     put(&Item::Leaf(Leaf::ByteArray(data)), form, out);
-                });
-                Ok(())
+                    Ok(())
+                })
             } else {
                 put_other(out, obj, form)
             }
@@ -220,6 +233,7 @@ impl Walker {
             return Err(Unsupported);
         }
         let count = usize::try_from(count).map_err(|_| clear())?;
+        fits(count)?;
         put(&Item::Open(container, count), form, out);
         Ok(())
     }
@@ -401,7 +415,8 @@ unsafe fn put_scalar(
             Leaf::Int(n)
         } else if ffi::PyUnicode_CheckExact(obj) != 0 {
             match str_of(obj) {
-                Ok(text) => Leaf::Str(text),
+                Ok(text) if fits(text.len()).is_ok() => Leaf::Str(text),
+                Ok(_) => return Some(Err(Unsupported)),
                 Err(unsupported) => return Some(Err(unsupported)),
             }
         } else if ffi::PyFloat_CheckExact(obj) != 0 {
@@ -411,7 +426,11 @@ unsafe fn put_scalar(
         } else if obj == ffi::Py_True() || obj == ffi::Py_False() {
             Leaf::Bool(obj == ffi::Py_True())
         } else if ffi::PyBytes_CheckExact(obj) != 0 {
-            Leaf::Bytes(bytes_of(obj))
+            let data = bytes_of(obj);
+            if fits(data.len()).is_err() {
+                return Some(Err(Unsupported));
+            }
+            Leaf::Bytes(data)
         } else {
             return None;
         }
@@ -590,7 +609,11 @@ unsafe fn with_tz(
             + i64::from(delta.seconds) * 1_000_000
             + i64::from(delta.microseconds);
         let name = match name {
-            Some(name) if ffi::PyUnicode_CheckExact(name) != 0 => Some(str_of(name)?),
+            Some(name) if ffi::PyUnicode_CheckExact(name) != 0 => {
+                let name = str_of(name)?;
+                fits(name.len())?;
+                Some(name)
+            }
             Some(_) => return Err(Unsupported),
             None => None,
         };
@@ -630,6 +653,7 @@ unsafe fn put_decimal(
         if !decimal_is_canonical(printed) {
             return Err(Unsupported);
         }
+        fits(printed.len())?;
         put(&Item::Leaf(Leaf::Decimal(printed)), form, out);
     }
     Ok(())
