@@ -2,8 +2,9 @@
 
 Inputs (each optional: a missing one becomes a note in the report, never a crash):
 benches/results/*.json written by compare.py, threads.py, processes.py, hit_ratio.py and
-memory.py; criterion's estimates under target/criterion/; docs/profile-notes.md and
-docs/single-flight-bench.md, copied in verbatim. Also rewrites the summary between the
+memory.py; criterion's estimates under target/criterion/; docs/profile-notes.md,
+docs/single-flight-bench.md and docs/codec-bench.md (from benches/codec.py, run by hand),
+copied in verbatim. Also rewrites the summary between the
 markers in README.md's Benchmarks section (--no-readme: leave it).
 
     python benches/report.py [--results benches/results] [--out docs/benchmarks.md]
@@ -22,6 +23,7 @@ from common import machine_line
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE_NOTES = ROOT / "docs" / "profile-notes.md"
 SINGLE_FLIGHT = ROOT / "docs" / "single-flight-bench.md"
+CODEC = ROOT / "docs" / "codec-bench.md"
 CRITERION = ROOT / "target" / "criterion"
 
 # The issue-7 targets, checked against this run's numbers.
@@ -654,6 +656,8 @@ def main() -> None:
     doc += ["## Rust microbenchmarks", ""] + criterion_table(criterion_rows())
     if SINGLE_FLIGHT.exists():
         doc += ["## Single-flight", ""] + verbatim(SINGLE_FLIGHT, "")
+    if CODEC.exists():
+        doc += ["## Shared backend codec", ""] + verbatim(CODEC, "")
     doc += [
         "## Where the time goes",
         "",

@@ -10,7 +10,7 @@
 mod stores {
     use criterion::{BatchSize, Criterion, Throughput};
     use std::hint::black_box;
-    use warp_cache::codec::{decode, encode, Scalar, Value};
+    use warp_cache::codec::{decode, encode, Leaf, Value};
     use warp_cache::memory::{spread_hash, Get, Insert, Shard, ShardLock, Store};
     use warp_cache::shared::{HeapRegion, LockOwner, Params, ValueBuf};
     use warp_cache::sync::{RwLock, ShardedLock};
@@ -125,7 +125,7 @@ mod stores {
 
     fn int_key(i: u64, out: &mut Vec<u8>) {
         out.clear();
-        encode(&Value::Scalar(Scalar::Int(i as i64)), out);
+        encode(&Value::Leaf(Leaf::Int(i as i64)), out);
     }
 
     fn shared_engine(c: &mut Criterion) {
@@ -187,12 +187,51 @@ mod stores {
 
     fn codec(c: &mut Criterion) {
         let text = "a twenty-char string";
-        let cases: [(&str, Value<'_>); 3] = [
-            ("int", Value::Scalar(Scalar::Int(123_456_789))),
-            ("str 20", Value::Scalar(Scalar::Str(text))),
+        // Ten fields of the four kinds (str, int, float, bool), as in issue 15's payload.
+        let fields = [
+            "id", "name", "email", "score", "active", "age", "balance", "admin", "team", "visits",
+        ];
+        let record: Vec<(Value<'_>, Value<'_>)> = fields
+            .iter()
+            .zip([
+                Leaf::Int(12_345),
+                Leaf::Str("user12345"),
+                Leaf::Str("user12345@example.com"),
+                Leaf::Float(3086.25),
+                Leaf::Bool(false),
+                Leaf::Int(65),
+                Leaf::Float(18514.5),
+                Leaf::Bool(false),
+                Leaf::Str("blue"),
+                Leaf::Int(38_035),
+            ])
+            .map(|(k, v)| (Value::Leaf(Leaf::Str(k)), Value::Leaf(v)))
+            .collect();
+        let cases: [(&str, Value<'_>); 6] = [
+            ("int", Value::Leaf(Leaf::Int(123_456_789))),
+            ("str 20", Value::Leaf(Leaf::Str(text))),
             (
                 "tuple (int, str, float)",
-                Value::Tuple(vec![Scalar::Int(7), Scalar::Str(text), Scalar::Float(0.5)]),
+                Value::Tuple(vec![
+                    Value::Leaf(Leaf::Int(7)),
+                    Value::Leaf(Leaf::Str(text)),
+                    Value::Leaf(Leaf::Float(0.5)),
+                ]),
+            ),
+            ("dict of 10 fields", Value::Dict(record)),
+            (
+                "list of 100 ints",
+                Value::List((0..100).map(|i| Value::Leaf(Leaf::Int(i * 1000))).collect()),
+            ),
+            (
+                "3-level nested tuple",
+                Value::Tuple(vec![
+                    Value::Leaf(Leaf::Int(7)),
+                    Value::Tuple(vec![
+                        Value::Leaf(Leaf::Str("a7")),
+                        Value::Tuple(vec![Value::Leaf(Leaf::Float(0.5)), Value::Leaf(Leaf::None)]),
+                    ]),
+                ]),
             ),
         ];
         let mut group = c.benchmark_group("codec");

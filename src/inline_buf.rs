@@ -11,6 +11,13 @@ pub trait ByteSink {
     fn push(&mut self, byte: u8);
     /// Appends a slice.
     fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// How many bytes have been appended.
+    fn written(&self) -> usize;
+    /// Drops every byte after the first `len` (an encoder that gives up on a value takes
+    /// back what it wrote of it).
+    fn truncate(&mut self, len: usize);
+    /// A hint that about `additional` more bytes are coming (a container's elements).
+    fn reserve(&mut self, additional: usize);
 }
 
 impl ByteSink for Vec<u8> {
@@ -22,6 +29,21 @@ impl ByteSink for Vec<u8> {
     #[inline]
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         Vec::extend_from_slice(self, bytes);
+    }
+
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
+
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+
+    #[inline]
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
     }
 }
 
@@ -105,6 +127,27 @@ impl<const N: usize> ByteSink for InlineBytes<N> {
             self.spill(bytes);
         }
     }
+
+    #[inline]
+    fn written(&self) -> usize {
+        match &self.heap {
+            Some(heap) => heap.len(),
+            None => self.len,
+        }
+    }
+
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        match &mut self.heap {
+            Some(heap) => heap.truncate(len),
+            // `inline[..len]` stays initialized: it is a prefix of what was.
+            None => self.len = self.len.min(len),
+        }
+    }
+
+    /// Keys are small: they stay inline, or spill once to twice the inline size.
+    #[inline]
+    fn reserve(&mut self, _additional: usize) {}
 }
 
 /// Bytes filled a whole little-endian word at a time: up to `N` words inline, on the heap
@@ -185,6 +228,20 @@ mod tests {
         full.extend_from_slice(&[7, 8]);
         full.push(9);
         assert_eq!(full.bytes(), &[7, 8, 9]);
+    }
+
+    #[test]
+    fn inline_bytes_truncate_inline_and_spilled() {
+        let mut buf = InlineBytes::<4>::new();
+        buf.extend_from_slice(&[1, 2, 3]);
+        buf.truncate(5);
+        assert_eq!((buf.bytes(), buf.written()), (&[1, 2, 3][..], 3));
+        buf.truncate(1);
+        buf.push(9);
+        assert_eq!(buf.bytes(), &[1, 9]);
+        buf.extend_from_slice(&[4, 5, 6]);
+        buf.truncate(3);
+        assert_eq!((buf.bytes(), buf.written()), (&[1, 9, 4][..], 3));
     }
 
     #[test]

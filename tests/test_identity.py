@@ -173,6 +173,32 @@ def test_parameters_select_the_file(private_shared_cache_dir):
     assert len(stems) == 5, stems
 
 
+def test_the_format_versions_select_the_file(private_shared_cache_dir, monkeypatch):
+    """Issue 15: the byte format of keys and values is part of the identity, with the file
+    format: a process of another release never reads entries written in another format."""
+    from warp_cache import _warp_cache
+
+    def make():
+        @cache(backend="shared")
+        def same(x):
+            return [x, "computed"]
+
+        return same
+
+    current = _warp_cache.SHARED_FORMAT
+    # The file format's version and the codec's, one number (FORMAT_VERSION * 1000 + codec).
+    assert current >= 1000 and current % 1000 >= 2
+    now = make()
+    assert now(1) == [1, "computed"]
+    monkeypatch.setattr(_warp_cache, "SHARED_FORMAT", current + 1)  # a codec change
+    other = make()
+    assert other(1) == [1, "computed"]
+    assert other.cache_info().misses == 1, "an entry of another format was read"
+    stems = {p.name.rsplit(".", 1)[0] for p in private_shared_cache_dir.iterdir()}
+    assert len(stems) == 2, stems
+    assert now(1) == [1, "computed"] and now.cache_info().hits == 1
+
+
 # --- redeploys: edit a module between two processes -----------------------------------------
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 import os
 import pickle
 import stat
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import shared_worker
+from _exact import differences
 from warp_cache import SharedCacheInfo, cache
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -58,17 +58,6 @@ def run_workers_at_once(commands: list[list[str]], timeout: float = 120, **env: 
     return results
 
 
-def same(a: object, b: object) -> bool:
-    """Equal with the same type, NaN equal to NaN and -0.0 told apart from 0.0."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (
-            a == b and math.copysign(1, a) == math.copysign(1, b)
-        )
-    return a == b
-
-
 def test_two_processes_with_different_hash_seeds_share_results():
     first = run_worker("hash_seed_check", PYTHONHASHSEED="1")
     second = run_worker("hash_seed_check", PYTHONHASHSEED="2", WC_ROLE="reader")
@@ -76,14 +65,25 @@ def test_two_processes_with_different_hash_seeds_share_results():
     assert second[1:] == first[1:], "the reader recomputed instead of sharing"
 
 
+def test_set_and_container_arguments_hit_across_hash_seeds():
+    """Keys with sets of str in them (at any depth) are canonical: a process with another
+    PYTHONHASHSEED, whose sets iterate in another order, finds the same entries."""
+    first = run_worker("container_args", PYTHONHASHSEED="1")
+    second = run_worker("container_args", PYTHONHASHSEED="2", WC_ROLE="reader")
+    third = run_worker("container_args", PYTHONHASHSEED="random", WC_ROLE="reader")
+    assert shared_worker.RECOMPUTED not in first
+    assert second == first and third == first, "a key changed with the hash seed"
+
+
 def test_every_value_type_round_trips_exactly_through_another_process():
     names = list(shared_worker.sample_values())
-    run_worker("values", *names)
-    got = run_worker("values", *names, WC_ROLE="reader")
+    room = str(2 * len(names))  # no entry evicted before the reader looks
+    run_worker("values", *names, WC_MAX_SIZE=room)
+    got = run_worker("values", *names, WC_ROLE="reader", WC_MAX_SIZE=room)
     expected = shared_worker.sample_values()
     for name in names:
         assert got[name] != shared_worker.RECOMPUTED, f"{name} was not shared"
-        assert same(got[name], expected[name]), (name, got[name], expected[name])
+        assert not differences(expected[name], got[name], name)
 
 
 def test_results_are_shared_with_this_process_too():

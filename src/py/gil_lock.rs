@@ -13,6 +13,14 @@ pub struct GilLock<T>(RefCell<T>);
 // stretch of code that cannot release the GIL: so no two threads ever touch the cell at once.
 unsafe impl<T: Send> Sync for GilLock<T> {}
 
+impl<T> GilLock<T> {
+    /// The value, mutably, unless it is borrowed already (re-entered): then `None`.
+    #[inline]
+    pub fn try_write(&self) -> Option<RefMut<'_, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+}
+
 impl<T> ShardLock<T> for GilLock<T> {
     type Read<'a>
         = Ref<'a, T>

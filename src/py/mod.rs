@@ -151,9 +151,12 @@ fn make_shared_cache(
     create(py, settings)
 }
 
-/// The shared-cache file format's version: part of every shared cache's identity.
+/// The versions of the shared-cache file format and of the byte format of its keys and
+/// values, as one number: part of every shared cache's identity (so of its file names), so
+/// a process never opens a file written in another format, nor decodes its entries.
 #[cfg(unix)]
-const SHARED_FORMAT: u64 = crate::shared::layout::FORMAT_VERSION;
+const SHARED_FORMAT: u64 =
+    crate::shared::layout::FORMAT_VERSION * 1000 + crate::codec::CODEC_VERSION;
 
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -172,6 +175,8 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(unix)]
     {
         m.add("SHARED_FORMAT", SHARED_FORMAT)?;
+        m.add_function(wrap_pyfunction!(convert::codec_encode, m)?)?;
+        m.add_function(wrap_pyfunction!(convert::codec_decode, m)?)?;
         m.add_function(wrap_pyfunction!(operator::default_shared_dir, m)?)?;
         m.add_function(wrap_pyfunction!(operator::shared_caches, m)?)?;
         m.add_function(wrap_pyfunction!(operator::clear_shared_cache, m)?)?;
