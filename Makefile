@@ -76,7 +76,16 @@ test-ft: $(BUILT_FT)
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
-test: test-rust loom shuttle fuzz-smoke lint test-python test-ft
+# More GIL interpreters, each in its own venv and target dir (scripts/test-interpreter.sh).
+EXTRA_PYTHONS := 3.12 3.13
+.PHONY: test-matrix $(addprefix test-py,$(EXTRA_PYTHONS))
+
+test-matrix: $(addprefix test-py,$(EXTRA_PYTHONS))
+
+$(addprefix test-py,$(EXTRA_PYTHONS)): test-py%:
+	scripts/test-interpreter.sh $*
+
+test: test-rust loom shuttle fuzz-smoke lint test-python test-ft test-matrix
 
 # Model checking (docs/model-checking.md): loom explores every interleaving of small models
 # up to a preemption bound (LOOM_MAX_PREEMPTIONS overrides), shuttle runs random schedules
@@ -139,4 +148,4 @@ wheels: $(STAMP) $(STAMP_FT)
 	CARGO_TARGET_DIR=target/ft $(VENV)/bin/maturin build --release --out dist --interpreter $(PY_FT)
 
 clean:
-	rm -rf $(VENV) $(VENV_FT) target dist
+	rm -rf $(VENV) $(VENV_FT) $(addprefix .venv-,$(EXTRA_PYTHONS)) target dist
