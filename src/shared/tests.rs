@@ -12,7 +12,7 @@ pub(super) struct TestOwner {
     pub(super) dead: Vec<u64>,
     pub(super) patience: Patience,
     /// How many times it was asked whether an owner lives.
-    pub(super) asked: std::sync::atomic::AtomicU32,
+    pub(super) asked: crate::sync::AtomicU32,
 }
 
 impl TestOwner {
