@@ -132,6 +132,7 @@ bench: $(BUILT) $(BUILT_FT)
 	env -u PYTHON_GIL $(PY_FT) benches/hit_ratio.py --json benches/results/hit-ratio-free-threaded.json
 	$(PY) benches/memory.py --json benches/results/memory.json
 	$(PY) benches/shared_storage.py --json benches/results/shared-storage.json
+	$(PY) benches/stampede.py --json benches/results/stampede.json
 	$(MAKE) bench-rust
 	$(PY) benches/report.py
 

@@ -162,6 +162,24 @@ def storage_table(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def stampede_table(data: dict[str, Any]) -> list[str]:
+    out = [
+        f"{data['processes']} processes start at once, each calling a "
+        f"{data['seconds_per_call'] * 1000:.0f} ms function on {data['keys']} keys; median of "
+        f"{data['rounds']} rounds. Computations: how many times the function ran in all "
+        f"(ideal: {data['keys']}); wall: from the start until the last process finished.",
+        "",
+        "| cache | order | computations | wall |",
+        "|---|---|---:|---:|",
+    ]
+    for label, rows in data["results"].items():
+        for order, row in rows.items():
+            out.append(
+                f"| {label} | {order} | {row['computations']:,.0f} | {row['seconds']:.2f} s |"
+            )
+    return out + [""]
+
+
 def memory_table(data: dict[str, Any]) -> list[str]:
     out = header(data["meta"])
     if not data["rows"]:
@@ -653,6 +671,17 @@ def main() -> None:
         "",
     ]
     doc += storage_table(storage) if storage else missing("shared_storage.py")
+    stampede = load(results / "stampede.json")
+    doc += [
+        "## Cold-start stampede across processes",
+        "",
+        "`benches/stampede.py`: single-flight across processes (shared backend) against the "
+        "same backend with it off and against diskcache.",
+        "",
+    ]
+    if stampede:
+        doc += [f"Measured on: {machine_line(stampede['meta'])}.", ""]
+    doc += stampede_table(stampede) if stampede else missing("stampede.py")
     doc += ["## Rust microbenchmarks", ""] + criterion_table(criterion_rows())
     if SINGLE_FLIGHT.exists():
         doc += ["## Single-flight", ""] + verbatim(SINGLE_FLIGHT, "")

@@ -3,13 +3,15 @@
 //! Build with `RUSTFLAGS="--cfg shuttle"` and `--no-default-features` (`make shuttle`);
 //! without the cfg this test crate is empty. shuttle makes every atomic SeqCst, so these
 //! check logic under interleavings (several "processes" on one region, one of them dying
-//! at a random step), not memory orderings: that is loom's job (`loom.rs`).
+//! at a random step), not memory orderings: that is loom's job (`loom.rs`). `flights`
+//! models single-flight across processes (claim, land, wake, takeover of a dead leader).
 //!
 //! - `SHUTTLE_ITERATIONS`: schedules per test (default 10000, about a second each here).
 //! - `SHUTTLE_SEED`: the scheduler's seed (default: fresh each run). A failure prints its
 //!   "failing seed"; run the one failing test again with `SHUTTLE_SEED=<seed>` to replay it.
 #![cfg(shuttle)]
 
+mod flights;
 mod growth;
 mod owner;
 

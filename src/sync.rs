@@ -24,6 +24,56 @@ mod imp {
         std::thread::yield_now();
     }
 
+    /// Sleeps until [`unpark_all`] on the word at `address` from any process mapping it, or
+    /// `timeout`, unless the low 32 bits of that word already differ from `seen` (may also
+    /// return early). A futex on Linux (shared, not private: the word may be in a file
+    /// mapping); elsewhere a short sleep, so callers poll. Takes an address, not a borrow:
+    /// a waiter must not hold the mapping while it sleeps. Only the kernel reads it, and an
+    /// address no longer mapped makes the call return at once.
+    pub fn park_at(address: usize, seen: u32, timeout: std::time::Duration) {
+        #[cfg(all(target_os = "linux", target_endian = "little"))]
+        {
+            let time = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+            };
+            // SAFETY: FUTEX_WAIT only has the kernel read the u32 at `address` (the low half
+            // of a word on a little-endian machine), checking that it is mapped (EFAULT
+            // otherwise); no memory of ours is written. The timeout is a valid timespec.
+            // Errors (a changed value, a signal, EFAULT) just return.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    address as *const u32,
+                    libc::FUTEX_WAIT,
+                    seen,
+                    &time as *const libc::timespec,
+                );
+            }
+        }
+        #[cfg(not(all(target_os = "linux", target_endian = "little")))]
+        {
+            let _ = (address, seen);
+            std::thread::sleep(timeout.min(std::time::Duration::from_millis(2)));
+        }
+    }
+
+    /// Wakes every thread of every process parked on `word` ([`park_at`]).
+    pub fn unpark_all(word: &AtomicU64) {
+        #[cfg(all(target_os = "linux", target_endian = "little"))]
+        // SAFETY: FUTEX_WAKE only names the address; it reads and writes no memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr().cast::<u32>(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+            );
+        }
+        #[cfg(not(all(target_os = "linux", target_endian = "little")))]
+        let _ = word;
+    }
+
     /// `std::cell::UnsafeCell` with loom's closure-based access API.
     #[derive(Debug, Default)]
     pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
@@ -67,6 +117,17 @@ mod imp {
     pub fn yield_now() {
         loom::thread::yield_now();
     }
+
+    /// Parking is a poll under the model: give way, return.
+    pub fn park_at(address: usize, seen: u32, _timeout: std::time::Duration) {
+        let _ = (address, seen);
+        loom::thread::yield_now();
+    }
+
+    /// Nothing to wake under the model (parked threads poll).
+    pub fn unpark_all(word: &AtomicU64) {
+        let _ = word;
+    }
 }
 
 #[cfg(all(shuttle, not(loom)))]
@@ -88,6 +149,17 @@ mod imp {
     #[inline]
     pub fn yield_now() {
         shuttle::thread::yield_now();
+    }
+
+    /// Parking is a poll under the model: give way, return.
+    pub fn park_at(address: usize, seen: u32, _timeout: std::time::Duration) {
+        let _ = (address, seen);
+        shuttle::thread::yield_now();
+    }
+
+    /// Nothing to wake under the model (parked threads poll).
+    pub fn unpark_all(word: &AtomicU64) {
+        let _ = word;
     }
 
     /// shuttle has no cell model; its scheduler serializes threads, so std's cell is exact.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import inspect
@@ -189,6 +190,46 @@ async def _compute(cached: Any, key: object, coro: Any) -> Any:
     return value
 
 
+# Flights across processes (shared backend): how many such flights the current task leads
+# (a task that leads some waits on another process's flight only briefly: a cycle through
+# tasks of several processes cannot be seen from here).
+_leading_across: contextvars.ContextVar[int] = contextvars.ContextVar("_leading_across", default=0)
+_ACROSS_POLL = (0.001, 0.05)  # first and longest sleep between checks of another process
+
+
+async def _across(cached: Any, key: object) -> tuple[bool, Any]:
+    """Claims `key` on the cache's board of flights across processes, or waits (without
+    blocking the loop) for the process that leads it. Returns (True, value) when another
+    process computed it, else (False, token): compute, then `_land_across(token, ...)`
+    (token None: no flight to land)."""
+    import asyncio
+
+    kind, payload = cached._across(key, None, _leading_across.get() > 0)
+    delay = _ACROSS_POLL[0]
+    while kind == 2:
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, _ACROSS_POLL[1])
+        kind, payload = cached._across(key, payload, _leading_across.get() > 0)
+    if kind == 3:
+        return True, payload
+    return False, payload if kind == 1 else None
+
+
+async def _compute_across(cached: Any, key: object, coro: Any, token: Any) -> Any:
+    """Awaits the coroutine as the leader of its flight across processes (if `token`)."""
+    if token is None:
+        return await _compute(cached, key, coro)
+    reset = _leading_across.set(_leading_across.get() + 1)
+    outcome = 3  # no value, unless the coroutine returns one
+    try:
+        value = await coro
+        outcome = 1 if cached._store_result(key, value) else 2
+        return value
+    finally:
+        _leading_across.reset(reset)
+        cached._across_land(key, token, outcome)
+
+
 async def _fill(cached: Any, key: object, coro: Any) -> Any:
     """Awaits a missed coroutine and caches its result (exceptions are not cached), or the
     result of an equal call already under way on this event loop."""
@@ -221,9 +262,12 @@ async def _fill(cached: Any, key: object, coro: Any) -> Any:
         flight = _Flight(future, task)
         _flights[name] = flight
         try:
-            started = True
-            value = await coro
-            cached._store_result(key, value)
+            served, token = await _across(cached, key)
+            if served:  # another process computed it (already counted as a hit)
+                value = token
+            else:
+                started = True
+                value = await _compute_across(cached, key, coro, token)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved: there may be no follower

@@ -93,6 +93,44 @@ pub trait Backend {
     fn flight_key(&self, key: &Self::Key) -> (Self::FlightKey, u64);
     /// Caches `value` under `key`.
     fn store(&self, key: Self::Key, value: &PyObj) -> PyResult<()>;
+    /// [`Backend::store`], telling whether the value is cached now.
+    fn store_reporting(&self, key: Self::Key, value: &PyObj) -> PyResult<bool> {
+        self.store(key, value).map(|()| true)
+    }
+    /// A call that leads its key's flight in this process, before it computes: the value
+    /// if another process computed it meanwhile (counted as a hit), else `None`: compute.
+    /// Backends shared between processes wait here for another process's flight.
+    fn lead_across(&self, _key: &Self::Key) -> PyResult<Option<PyObj>> {
+        Ok(None)
+    }
+    /// `_across(key, token, nested)`: the async path's [`Backend::lead_across`], one
+    /// step at a time so that the event loop never blocks. `token` is `None` for a first
+    /// claim, else what the last step returned to wait on; `nested`: the task leads
+    /// flights itself. Returns `(0, None)` compute, `(1, token)` compute and land,
+    /// `(2, token)` sleep and call again, `(3, value)` the value (a hit).
+    fn across_step(
+        &self,
+        _key: Self::Key,
+        _token: *mut ffi::PyObject,
+        _nested: bool,
+    ) -> PyResult<PyObj> {
+        step_tuple(0, None)
+    }
+    /// `_across_land(key, token, outcome)`: ends a flight `_across` let the task lead
+    /// (outcome 1: stored, 2: computed but not stored, 3: no value).
+    fn across_land(
+        &self,
+        _key: Self::Key,
+        _token: *mut ffi::PyObject,
+        _outcome: u64,
+    ) -> PyResult<()> {
+        Ok(())
+    }
+    /// Ends a computed miss: caches the value, if any, and (`led`: the call led its key's
+    /// flight) ends whatever [`Backend::lead_across`] began.
+    fn finish(&self, key: Self::Key, result: PyResult<PyObj>, _led: bool) -> PyResult<PyObj> {
+        result.and_then(|value| self.store(key, &value).map(|()| value))
+    }
     /// The key as an object, to hand to the async fill helper.
     fn key_object(&self, key: Self::Key) -> PyResult<PyObj>;
     /// The key back from [`Backend::key_object`]'s object.
@@ -275,18 +313,18 @@ impl CachedObject {
         call_owned(self.async_fill, &fill_args, &[])
     }
 
-    /// `_store_result(key, value)` for one backend.
+    /// `_store_result(key, value)` for one backend: whether the value is cached now.
     fn store_result_with<B: Backend>(
         &self,
         backend: &B,
         key: *mut ffi::PyObject,
         value: *mut ffi::PyObject,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         // SAFETY: `key` and `value` are argument objects alive for the whole method call.
         let key = unsafe { backend.key_from_object(key, self.kw_mark)? };
         // SAFETY: as above.
         let value = unsafe { PyObj::from_borrowed(value) };
-        backend.store(key, &value)
+        backend.store_reporting(key, &value)
     }
 }
 
@@ -312,7 +350,11 @@ fn take_turn<'a, B: Backend>(
             Start::Done(value)
         }
         Turn::Alone => Start::Compute(None),
-        Turn::Lead(lead) if !backend.uncount_miss() => Start::Compute(Some(lead)),
+        Turn::Lead(lead) if !backend.uncount_miss() => match backend.lead_across(key) {
+            Ok(None) => Start::Compute(Some(lead)),
+            Ok(Some(value)) => Start::Done(land(Ok(value), Some(lead))?),
+            Err(err) => return land(Err(err), Some(lead)).map(Start::Done),
+        },
         Turn::Lead(lead) => {
             // An equal flight may have landed (its value stored) between our lookup and
             // joining, so look again; our miss was just taken back, and this lookup counts
@@ -611,10 +653,8 @@ unsafe fn miss_end<B: Backend>(
         let backend = backend_of::<B>(this)?;
         // SAFETY: lead words of `backend`'s flights, alive as long as `this`.
         let lead = unsafe { Lead::<B::FlightKey>::from_words(lead) };
-        land(
-            result.and_then(|value| backend.store(key, &value).map(|()| value)),
-            lead,
-        )
+        let led = lead.is_some();
+        land(backend.finish(key, result, led), lead)
     })
 }
 
@@ -671,6 +711,95 @@ unsafe extern "C" fn cache_clear(
     })
 }
 
+/// `(kind, payload)`, as [`Backend::across_step`] answers.
+pub(super) fn step_tuple(kind: u64, payload: Option<PyObj>) -> PyResult<PyObj> {
+    // SAFETY: a new int and a borrowed-then-owned payload (None if absent) packed into a
+    // new tuple, which takes its own references; we are attached.
+    unsafe {
+        let kind = PyObj::from_owned(ffi::PyLong_FromUnsignedLongLong(kind))?;
+        let payload = match payload {
+            Some(payload) => payload,
+            None => PyObj::from_borrowed(ffi::Py_None()),
+        };
+        PyObj::from_owned(ffi::PyTuple_Pack(2, kind.as_ptr(), payload.as_ptr()))
+    }
+}
+
+/// The `N` arguments of a `METH_FASTCALL` method, or a `TypeError` showing `usage`.
+///
+/// # Safety
+/// `args` holds `nargs` valid objects, as the calling convention delivers them.
+unsafe fn fast_args<const N: usize>(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    usage: &std::ffi::CStr,
+) -> PyResult<[*mut ffi::PyObject; N]> {
+    if nargs as usize != N {
+        return Err(raise(Exc::Type, usage));
+    }
+    // SAFETY: `nargs` (= N) arguments, as the caller promises.
+    Ok(std::array::from_fn(|i| unsafe { *args.add(i) }))
+}
+
+/// `_across(key, token, nested)` (see [`Backend::across_step`]).
+///
+/// # Safety
+/// A CPython method of our type: called only on our instances, with arguments as its
+/// calling convention delivers them.
+unsafe extern "C" fn across(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: method of our type.
+    let this = unsafe { this(slf) };
+    to_c(|| {
+        // SAFETY: as the calling convention delivers them.
+        let [key, token, nested] =
+            unsafe { fast_args(args, nargs, c"_across(key, token, nested)")? };
+        // SAFETY: a valid object.
+        let nested = match unsafe { ffi::PyObject_IsTrue(nested) } {
+            -1 => return Err(ErrSet),
+            n => n == 1,
+        };
+        with_backend!(this.core()?, b => {
+            // SAFETY: `key` is alive for the call.
+            let key = unsafe { b.key_from_object(key, this.kw_mark)? };
+            b.across_step(key, token, nested)
+        })
+    })
+}
+
+/// `_across_land(key, token, outcome)` (see [`Backend::across_land`]).
+///
+/// # Safety
+/// As for [`across`].
+unsafe extern "C" fn across_land(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: method of our type.
+    let this = unsafe { this(slf) };
+    to_c(|| {
+        // SAFETY: as the calling convention delivers them.
+        let [key, token, outcome] =
+            unsafe { fast_args(args, nargs, c"_across_land(key, token, outcome)")? };
+        // SAFETY: a valid object; -1 with an exception set if not an int.
+        let outcome = unsafe { ffi::PyLong_AsUnsignedLongLong(outcome) };
+        // SAFETY: checking this thread's exception state.
+        if !unsafe { ffi::PyErr_Occurred() }.is_null() {
+            return Err(ErrSet);
+        }
+        with_backend!(this.core()?, b => {
+            // SAFETY: `key` is alive for the call.
+            let key = unsafe { b.key_from_object(key, this.kw_mark)? };
+            b.across_land(key, token, outcome)
+        })?;
+        none()
+    })
+}
+
 /// `_store_result(key, value)`: the async path's way back in once the coroutine finishes.
 ///
 /// # Safety
@@ -689,8 +818,15 @@ unsafe extern "C" fn store_result(
         }
         // SAFETY: two arguments, as just checked.
         let (key, value) = unsafe { (*args, *args.add(1)) };
-        with_backend!(this.core()?, b => this.store_result_with(b, key, value))?;
-        none()
+        let stored = with_backend!(this.core()?, b => this.store_result_with(b, key, value))?;
+        // SAFETY: the bool singletons are always valid objects.
+        Ok(unsafe {
+            PyObj::from_borrowed(if stored {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            })
+        })
     })
 }
 
@@ -905,6 +1041,16 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             c"_served_by_flight",
             Meth::NoArgs(served_by_flight),
             c"Internal: count this thread's last miss as a hit.",
+        ),
+        method(
+            c"_across",
+            Meth::Fast(across),
+            c"Internal: one step of an async call's flight across processes.",
+        ),
+        method(
+            c"_across_land",
+            Meth::Fast(across_land),
+            c"Internal: end an async call's flight across processes.",
         ),
         method(c"__reduce__", Meth::NoArgs(reduce), c"Pickle by reference."),
         method(

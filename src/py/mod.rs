@@ -1,5 +1,7 @@
 //! The PyO3 layer: the only code that touches Python.
 
+#[cfg(unix)]
+mod across;
 mod awaitable;
 #[cfg(unix)]
 mod cached;

@@ -1,14 +1,17 @@
 //! The shared backend behind a cached callable: encoded bytes in memory-mapped files that
 //! every process running the same function opens (`crate::shared`).
 
-use super::cached::{raise, Backend, Core, Exc, Lookup};
+use super::across;
+use super::cached::{raise, step_tuple, Backend, Core, Exc, Lookup};
 use super::convert::Pickler;
 use super::decoded::Decoded;
 use super::flight::{detached, Flights};
 use super::memory_backend::info_tuple;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
+use crate::codec::key_hash;
 use crate::inline_buf::InlineBytes;
+use crate::shared::flights::Outcome;
 use crate::shared::{
     file_stem, function_prefix, remove_stale, Current, Found, InsertOutcome, Params, ProcessOwner,
     SharedStore, ValueBuf,
@@ -104,12 +107,16 @@ pub struct SharedBackend {
     unusable: AtomicBool,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
-    /// Single-flight among this process's threads (other processes compute on their own).
+    /// Single-flight among this process's threads (`crate::py::across` extends it to
+    /// other processes).
     flights: Flights<Vec<u8>>,
     /// Values this process has decoded, returned again while their entries are unchanged.
     decoded: Decoded,
     /// Set once this process warned that a result or key was too large to cache.
     warned_oversize: AtomicBool,
+    /// Single-flight across processes (`WARP_CACHE_CROSS_FLIGHT=0` at decoration turns it
+    /// off: each process then computes its own misses, as before it existed).
+    across: bool,
 }
 
 impl SharedBackend {
@@ -137,6 +144,7 @@ impl SharedBackend {
             flights: Flights::default(),
             decoded,
             warned_oversize: AtomicBool::new(false),
+            across: std::env::var_os("WARP_CACHE_CROSS_FLIGHT").is_none_or(|v| v != "0"),
         }
     }
 
@@ -227,6 +235,35 @@ impl SharedBackend {
 }
 
 impl SharedBackend {
+    /// The value another process's flight stored for `key`, uncounted; if found, this
+    /// call's miss becomes a hit (it was served without running the function).
+    fn served(&self, store: &Store, key: &[u8]) -> PyResult<Option<PyObj>> {
+        let value = self.get_counting::<false>(key)?;
+        if value.is_some() {
+            store.recount(true);
+        }
+        Ok(value)
+    }
+
+    /// Encodes and stores `value` under `key`: whether it is in the cache now (not if it
+    /// cannot be serialized, is too large, or the files are unusable).
+    fn store_bytes(&self, key: &[u8], value: &PyObj) -> PyResult<bool> {
+        let mut bytes = Vec::new();
+        // SAFETY: `value` is a valid object.
+        if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
+            // A result that cannot be serialized is returned uncached.
+            // SAFETY: an exception is set; we are attached.
+            unsafe { ffi::PyErr_Clear() };
+            return Ok(false);
+        }
+        let outcome = self.insert(key, &bytes, value);
+        if outcome == InsertOutcome::Oversize {
+            self.warn_oversize(key.len(), bytes.len())?;
+        }
+        self.warn_if_unusable()?;
+        Ok(outcome == InsertOutcome::Stored)
+    }
+
     /// Warns, the first time in this process, that a call's key or result is larger than
     /// the cache stores (counted in `oversize_skips` every time).
     #[cold]
@@ -268,13 +305,21 @@ impl SharedBackend {
     /// this process decoded before, unchanged since, is returned as the same object.
     #[inline(always)]
     fn get(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
+        self.get_counting::<true>(key)
+    }
+
+    /// [`SharedBackend::get`], counting the lookup only if `COUNT` (a constant: the hit
+    /// path's copy stays its own, inlined whole).
+    #[inline(always)]
+    fn get_counting<const COUNT: bool>(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
+        let count = COUNT;
         let Some(store) = self.store()? else {
             return Ok(None);
         };
         let mut value = ValueBuf::new();
         let now = self.now();
         let known = |found| self.decoded.holds(found);
-        let Some((found, copied)) = store.get_found(key, now, &mut value, known, true) else {
+        let Some((found, copied)) = store.get_found(key, now, &mut value, known, count) else {
             return Ok(None);
         };
         if !copied {
@@ -284,16 +329,25 @@ impl SharedBackend {
             // Another thread replaced the copy since (a newer version of the slot): read
             // the entry again, copying it this time (already counted).
             let Some((again, _)) = store.get_found(key, now, &mut value, |_| false, false) else {
-                store.recount(false);
+                if count {
+                    store.recount(false);
+                }
                 return Ok(None);
             };
-            return self.decode(store, again, &value);
+            return self.decode(store, again, &value, count);
         }
-        self.decode(store, found, &value)
+        self.decode(store, found, &value, count)
     }
 
-    /// Decodes the value of entry `found` (copied into `value`) and keeps the object.
-    fn decode(&self, store: &Store, found: Found, value: &ValueBuf) -> PyResult<Option<PyObj>> {
+    /// Decodes the value of entry `found` (copied into `value`) and keeps the object. A
+    /// value that cannot be decoded turns the lookup's hit into a miss (if it `counted`).
+    fn decode(
+        &self,
+        store: &Store,
+        found: Found,
+        value: &ValueBuf,
+        counted: bool,
+    ) -> PyResult<Option<PyObj>> {
         match self.pickler.decode(value.bytes()) {
             Ok(value) => {
                 self.decoded.put(found, value.clone());
@@ -304,7 +358,9 @@ impl SharedBackend {
                 // here) is a miss: the function computes the value, which replaces it.
                 // SAFETY: an exception is set; we are attached.
                 unsafe { ffi::PyErr_Clear() };
-                store.recount(false);
+                if counted {
+                    store.recount(false);
+                }
                 Ok(None)
             }
         }
@@ -398,18 +454,56 @@ impl Backend for SharedBackend {
     }
 
     fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
-        let mut bytes = Vec::new();
-        // SAFETY: `value` is a valid object.
-        if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
-            // A result that cannot be serialized is returned uncached.
-            // SAFETY: an exception is set; we are attached.
-            unsafe { ffi::PyErr_Clear() };
-            return Ok(());
+        self.store_bytes(&key, value).map(drop)
+    }
+
+    fn store_reporting(&self, key: Vec<u8>, value: &PyObj) -> PyResult<bool> {
+        self.store_bytes(&key, value)
+    }
+
+    /// Another process may lead the key's flight: wait for it (`crate::py::across`).
+    fn lead_across(&self, key: &Vec<u8>) -> PyResult<Option<PyObj>> {
+        let Some(store) = self.store.get().filter(|_| self.across) else {
+            return Ok(None);
+        };
+        across::lead(store, key_hash(key), &|| self.served(store, key))
+    }
+
+    fn across_step(
+        &self,
+        key: Vec<u8>,
+        token: *mut ffi::PyObject,
+        nested: bool,
+    ) -> PyResult<PyObj> {
+        match self.store.get().filter(|_| self.across) {
+            Some(store) => across::step(store, &key, token, nested, &|| self.served(store, &key)),
+            None => step_tuple(0, None),
         }
-        if self.insert(&key, &bytes, value) == InsertOutcome::Oversize {
-            self.warn_oversize(key.len(), bytes.len())?;
+    }
+
+    fn across_land(&self, _key: Vec<u8>, token: *mut ffi::PyObject, outcome: u64) -> PyResult<()> {
+        match self.store.get() {
+            Some(store) => across::land_token(store, token, outcome),
+            None => Ok(()),
         }
-        self.warn_if_unusable()
+    }
+
+    /// Stores the value, then lands the flight this call led on the board, if any: its
+    /// waiters read the value, or learn that they must compute (not stored) or retry (an
+    /// exception).
+    fn finish(&self, key: Vec<u8>, result: PyResult<PyObj>, led: bool) -> PyResult<PyObj> {
+        let (result, outcome) = match result {
+            Ok(value) => match self.store_bytes(&key, &value) {
+                Ok(true) => (Ok(value), Outcome::Stored),
+                Ok(false) => (Ok(value), Outcome::Alone),
+                Err(err) => (Err(err), Outcome::Alone),
+            },
+            Err(err) => (Err(err), Outcome::Retry),
+        };
+        if let (true, Some(store)) = (led, self.store.get()) {
+            across::land(store, || key_hash(&key), outcome);
+        }
+        result
     }
 
     fn key_object(&self, key: Vec<u8>) -> PyResult<PyObj> {

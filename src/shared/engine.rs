@@ -9,6 +9,7 @@
 //! and carries on. Every operation first checks that this mapping is still the current file
 //! ([`Stale`] otherwise: the owner re-opens and retries).
 
+use super::flights::Board;
 use super::layout::{
     self, header, lock_word, Layout, Params, TooLarge, COUNTER_STRIPES, DATA_MAGIC, LOCK_MAGIC,
     LOCK_WORDS,
@@ -107,6 +108,11 @@ impl<'a> Engine<'a> {
             && lock(lock_word::GENERATION) == self.generation
             && data(header::MAGIC) == DATA_MAGIC
             && data(header::GENERATION) == self.generation
+    }
+
+    /// The board of flights under way across processes, in the lock file.
+    pub fn board(&self) -> Board<'a> {
+        Board::new(&self.lock[lock_word::BOARD..]).expect("the lock region has LOCK_WORDS words")
     }
 
     fn count(&self, counter: usize) {

@@ -4,7 +4,8 @@
 //! **Lock file** ([`LOCK_WORDS`] words): `MAGIC`, `VERSION`, `NONCE` (random, fixed for the
 //! file's life), `RETIRED` (non-zero once the file was replaced), `GENERATION` (bumped each
 //! time the data file is recreated), `SEQ` and `OWNER` (the write lock, see
-//! [`super::seqlock`]), `LAST_USE`, and the function's name.
+//! [`super::seqlock`]), `LAST_USE`, the function's name, and the board of flights under way
+//! across processes ([`super::flights`]: it outlives data file generations).
 //!
 //! **Data file**, in order:
 //! - a header of [`HEADER_WORDS`] words: `MAGIC` and `GENERATION` (the lock file's
@@ -62,10 +63,10 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPDATA");
 /// First word of a lock file: `b"WARPLOCK"`.
 pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPLOCK");
 /// Bumped whenever either file format changes; other versions are recreated.
-pub const FORMAT_VERSION: u64 = 5;
+pub const FORMAT_VERSION: u64 = 6;
 
 /// Words in the lock file.
-pub const LOCK_WORDS: usize = lock_word::NAME + 1 + NAME_WORDS;
+pub const LOCK_WORDS: usize = lock_word::BOARD + super::flights::BOARD_WORDS;
 /// Words holding the function's name in the lock file (for people listing caches).
 pub const NAME_WORDS: usize = 32;
 /// Word indices in the lock file.
@@ -89,6 +90,9 @@ pub mod lock_word {
     /// The function's `module.qualname`: its length in bytes, then UTF-8 in
     /// [`super::NAME_WORDS`] words (cut to fit). Informational only: nothing trusts it.
     pub const NAME: usize = 8;
+    /// The cross-process flight board (`super::super::flights`), from the first cache line
+    /// after the name.
+    pub const BOARD: usize = (NAME + 1 + super::NAME_WORDS).next_multiple_of(8);
 }
 
 /// Words in a 64-byte cache line.

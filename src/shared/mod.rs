@@ -2,6 +2,7 @@
 //! the same function opens.
 //!
 //! - [`layout`]: the file formats, word by word.
+//! - [`flights`]: single-flight between processes, on a board in the lock file.
 //! - [`seqlock`]: lock-free reads, a spin lock for writers that survives a dead holder.
 //! - `table`: the hash table, slots and SIEVE queue as operations on words.
 //! - [`Engine`]: get / insert / clear / info over a lock region and a data region, wherever
@@ -15,6 +16,7 @@
 //! Keys and values arrive already encoded (see [`crate::codec`]); this module stores bytes.
 
 mod engine;
+pub mod flights;
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub mod inventory;
 pub mod layout;
@@ -30,6 +32,8 @@ mod table;
 
 pub use engine::{Engine, HeapBacking, HeapRegion, Info, InsertOutcome, Stale};
 pub use layout::{Params, TooLarge};
+#[cfg(all(unix, not(any(loom, shuttle))))]
+pub use process::{ancestors, flight_me, ProcessLiveness};
 #[cfg(all(unix, not(any(loom, shuttle))))]
 pub(crate) use process::{forks, watch_forks};
 #[cfg(all(unix, not(any(loom, shuttle))))]

@@ -8,6 +8,7 @@
 //! on the write paths only, and only by processes that could change them (see
 //! `docs/shared-backend.md`).
 
+use super::flights::{Liveness, Me};
 use crate::sync::{yield_now, AtomicU64, AtomicU8, Ordering};
 
 /// Forks of this process image so far (bumped in each child).
@@ -136,6 +137,69 @@ impl Incarnation {
     }
 }
 
+/// This process as the flight board records leaders: its pid and start time.
+pub fn flight_me() -> Me {
+    let pid = std::process::id();
+    Me {
+        pid,
+        stamp: ProcessLiveness.stamp_of(pid).unwrap_or(0),
+    }
+}
+
+/// Liveness of flight leaders by their pid and start time (Linux: `/proc/<pid>/stat`; a
+/// zombie is dead. Elsewhere: `kill(pid, 0)`, stamps unknown).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessLiveness;
+
+impl Liveness for ProcessLiveness {
+    fn stamp_of(&self, pid: u32) -> Option<u64> {
+        let signed = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
+        #[cfg(target_os = "linux")]
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name (which may hold spaces and parentheses):
+            // state is the 3rd field, starttime the 22nd.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+                return None;
+            }
+            return Some(fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0));
+        }
+        // SAFETY: signal 0 sends nothing; kill only checks that process `signed` (> 0)
+        // exists.
+        let status = unsafe { libc::kill(signed, 0) };
+        let alive =
+            status == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        alive.then_some(0)
+    }
+}
+
+/// The processes this one descends from, nearest first (Linux: from `/proc`; elsewhere
+/// only the parent). A process never waits on a flight an ancestor leads: the ancestor may
+/// be waiting for it (a pool started while computing).
+pub fn ancestors() -> Vec<u32> {
+    let mut chain = Vec::new();
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let mut pid = unsafe { libc::getppid() } as u32;
+    while pid > 1 && chain.len() < 64 {
+        chain.push(pid);
+        if !cfg!(target_os = "linux") {
+            break;
+        }
+        let Some(parent) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1.to_owned();
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            })
+        else {
+            break;
+        };
+        pid = parent;
+    }
+    chain
+}
+
 #[cfg(test)]
 mod tests {
     use super::{watch_forks, Credentials, Incarnation};
@@ -187,6 +251,42 @@ mod tests {
             ok && !Credentials::current().frozen()
         });
         assert!(half, "a saved uid of root can be taken back");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_flight_leader_is_alive_while_it_runs_and_dead_once_exited_or_a_zombie() {
+        use super::super::flights::Liveness;
+        use super::{ancestors, flight_me, ProcessLiveness};
+        let me = flight_me();
+        assert_ne!(me.stamp, 0, "a start time from /proc");
+        assert_eq!(ProcessLiveness.stamp_of(me.pid), Some(me.stamp));
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(
+            ancestors().first().copied(),
+            Some(unsafe { libc::getppid() } as u32)
+        );
+        // SAFETY: a child that exits at once; reaped below.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            // SAFETY: exiting the child without running the parent's handlers.
+            unsafe { libc::_exit(0) };
+        }
+        let pid = child as u32;
+        // A zombie until reaped: dead already.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ProcessLiveness.stamp_of(pid).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie counted as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        assert_eq!(ProcessLiveness.stamp_of(pid), None);
+        assert_eq!(ProcessLiveness.stamp_of(0), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! in-memory region with the same layout, and [`SharedStore::take_unusable`] says why once.
 
 use super::engine::{Engine, Info, InsertOutcome, Stale};
+use super::flights::Board;
 use super::layout::{header, Layout, Params};
 use super::region::{wall_seconds, Mapping, ProcessOwner};
 use super::seqlock::LockOwner;
@@ -358,6 +359,24 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
             engine.recount(from, to);
             Ok(())
         });
+    }
+
+    /// Runs `f` on the board of flights under way across processes (see
+    /// [`super::flights`]), in the current files; `None` if they cannot be used. Readers'
+    /// checks only (one load), not the credentials a store re-reads: the board holds hints,
+    /// never values, and a miss pays for it, so it must stay cheap.
+    pub fn with_board<R>(&self, f: impl FnMut(Board<'_>) -> R) -> Option<R> {
+        self.on_board(Access::Read, f)
+    }
+
+    fn on_board<R>(&self, access: Access, mut f: impl FnMut(Board<'_>) -> R) -> Option<R> {
+        self.run(access, |engine| {
+            if engine.is_current() {
+                Ok(f(engine.board()))
+            } else {
+                Err(Stale)
+            }
+        })
     }
 
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
