@@ -262,10 +262,8 @@ mod tests {
         assert_ne!(me.stamp, 0, "a start time from /proc");
         assert_eq!(ProcessLiveness.stamp_of(me.pid), Some(me.stamp));
         // SAFETY: getppid has no preconditions.
-        assert_eq!(
-            ancestors().first().copied(),
-            Some(unsafe { libc::getppid() } as u32)
-        );
+        let parent = unsafe { libc::getppid() } as u32;
+        assert_eq!(ancestors().first().copied(), Some(parent));
         // SAFETY: a child that exits at once; reaped below.
         let child = unsafe { libc::fork() };
         assert!(child >= 0);
