@@ -121,6 +121,10 @@ def main() -> None:
         results: object = threads(args[0], slow, 7)
     elif scenario == "one":
         results = [slow(args[0])]
+    elif scenario == "clear":
+        slow.cache_clear()
+        time.sleep(1.5)  # the flight it cleared has landed
+        results = []
     elif scenario == "flaky":
         results = threads(1, flaky, 5)
     elif scenario == "crossed":

@@ -197,3 +197,53 @@ print(outer(4))
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "5"
+
+
+def test_a_clear_during_a_flight_keeps_its_value_out_of_the_cache(tmp_path: Path) -> None:
+    import threading
+
+    from warp_cache import cache
+
+    calls = []
+    started = threading.Event()
+    release = threading.Event()
+
+    @cache(max_size=8, backend="shared", version=1)
+    def slow(key: int) -> list[int]:
+        calls.append(key)
+        started.set()
+        release.wait(10)
+        return [key, len(calls)]
+
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(slow(1))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert started.wait(10)
+    time.sleep(0.1)  # the other two wait on the flight
+    slow.cache_clear()
+    release.set()
+    for t in threads:
+        t.join()
+    # The waiters got the leader's value; the cache did not keep it (computed before the
+    # clear), so the next call computes again.
+    assert results == [[1, 1]] * 3 and calls == [1]
+    assert slow.cache_info().current_size == 0
+    assert slow(1) == [1, 2]
+    assert slow(1) == [1, 2] and calls == [1, 1]
+
+
+def test_a_clear_from_another_process_during_a_flight_reaches_its_waiters(run: Run) -> None:
+    leader = run.start("one", 17, WC_DELAY="1.0")
+    run.release()
+    run.wait_for("start", 1)
+    waiter = run.start("one", 17, WC_DELAY="0.1")
+    run.wait_for("ready", 2)
+    time.sleep(0.3)
+    clearer = run.start("clear")
+    results = run.results()
+    assert [r["results"] for r in results[:2]] == [[{"key": 17, "double": 34}]] * 2
+    # Not stored: the waiter computed on its own once the leader landed.
+    assert len(run.events("start")) == 2
+    assert results[2]["info"]["current_size"] == 1, "only the waiter's own value"
+    assert leader.returncode == waiter.returncode == clearer.returncode == 0

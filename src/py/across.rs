@@ -36,15 +36,18 @@ const ROUNDS: usize = 16;
 /// The longest a thread that leads flights of other functions waits on one.
 pub const NESTED_WAIT: Duration = Duration::from_millis(500);
 
-/// A flight this thread leads, on the board of the store at `store`.
-struct Leading {
+/// A miss this thread computes, for the store at `store`.
+pub struct Computing {
     store: usize,
     hash: u64,
-    ticket: Ticket,
+    /// The flight it leads on the board, if any.
+    pub ticket: Option<Ticket>,
+    /// The store's clears when it began (its value is not stored after a clear).
+    pub clears: Option<u64>,
 }
 
 thread_local! {
-    static LEADING: RefCell<Vec<Leading>> = const { RefCell::new(Vec::new()) };
+    static COMPUTING: RefCell<Vec<Computing>> = const { RefCell::new(Vec::new()) };
 }
 
 /// This process's identity on boards, computed again after a fork.
@@ -90,47 +93,48 @@ pub enum Step {
     Value(PyObj),
 }
 
-/// Claims the key hashing to `hash` on `store`'s board before this thread computes it, or
+/// Before this thread computes the key hashing to `hash` (it leads the key's flight in its
+/// process): notes the store's clears and, with `across`, claims the key on the board or
 /// waits for the process that leads it. `lookup` reads the key uncounted. Returns the value
-/// another process computed, or `None`: compute (and [`land`] when done).
+/// another process computed, or `None`: compute, then [`done`].
 pub fn lead(
     store: &Store,
     hash: u64,
+    across: bool,
     lookup: &dyn Fn() -> PyResult<Option<PyObj>>,
 ) -> PyResult<Option<PyObj>> {
     let me = me();
-    for _ in 0..ROUNDS {
-        match claim(store, hash, me, lookup)? {
-            Step::Alone => return Ok(None),
-            Step::Value(value) => return Ok(Some(value)),
-            Step::Lead(ticket) => {
-                hold(store, hash, ticket);
-                return Ok(None);
-            }
-            Step::Wait(watch) => match wait(store, watch, me, lookup)? {
-                Waited::Value(value) => return Ok(Some(value)),
-                Waited::Again => {}
-                Waited::Alone => return Ok(None),
-                Waited::Lead(ticket) => {
-                    hold(store, hash, ticket);
-                    return Ok(None);
-                }
-            },
+    let ticket = 'claimed: {
+        if !across {
+            break 'claimed None;
         }
-    }
-    Ok(None)
-}
-
-/// Records a lead of this thread, for [`land`] and for cycle checks.
-fn hold(store: &Store, hash: u64, ticket: Ticket) {
+        for _ in 0..ROUNDS {
+            match claim(store, hash, me, lookup)? {
+                Step::Alone => break 'claimed None,
+                Step::Value(value) => return Ok(Some(value)),
+                Step::Lead(ticket) => break 'claimed Some(ticket),
+                Step::Wait(watch) => match wait(store, watch, me, lookup)? {
+                    Waited::Value(value) => return Ok(Some(value)),
+                    Waited::Again => {}
+                    Waited::Alone => break 'claimed None,
+                    Waited::Lead(ticket) => break 'claimed Some(ticket),
+                },
+            }
+        }
+        None
+    };
+    // Read as the computation begins (after any wait): a clear from now on wins.
+    let clears = store.clears();
     let store = store as *const Store as usize;
-    LEADING.with(|leading| {
-        leading.borrow_mut().push(Leading {
+    COMPUTING.with(|computing| {
+        computing.borrow_mut().push(Computing {
             store,
             hash,
             ticket,
+            clears,
         })
     });
+    Ok(None)
 }
 
 /// One claim of the key hashing to `hash`. A lead looks the key up once more (a flight may
@@ -165,38 +169,42 @@ fn may_wait_on(watch: Watch, me: Me) -> bool {
     leader != me.pid && !ancestors().contains(&leader)
 }
 
-/// Ends the flight this thread leads for the key hashing to `hash()` on `store`'s board,
-/// if it leads one (the key is hashed only then).
-pub fn land(store: &Store, hash: impl FnOnce() -> u64, outcome: Outcome) {
+/// The miss this thread computes for the key hashing to `hash()` on `store`, once done
+/// ([`lead`] noted it), so the caller can store its value and [`land`] its flight.
+pub fn done(store: &Store, hash: impl FnOnce() -> u64) -> Option<Computing> {
     let address = store as *const Store as usize;
-    let found = LEADING.with(|leading| {
-        let mut leading = leading.borrow_mut();
-        if leading.is_empty() {
+    COMPUTING.with(|computing| {
+        let mut computing = computing.borrow_mut();
+        if computing.is_empty() {
             return None;
         }
         let hash = hash();
-        let at = leading
+        let at = computing
             .iter()
-            .rposition(|l| l.store == address && l.hash == hash)?;
-        Some(leading.remove(at).ticket)
-    });
-    if let Some(ticket) = found {
-        let me = me();
-        store.with_board(|board| board.land(ticket, outcome, me));
-    }
+            .rposition(|c| c.store == address && c.hash == hash)?;
+        Some(computing.remove(at))
+    })
 }
 
-/// The leads this thread holds on `store`'s board, and whether it holds any elsewhere.
+/// Ends a flight this process leads: its waiters learn `outcome`.
+pub fn land(store: &Store, ticket: Ticket, outcome: Outcome) {
+    let me = me();
+    store.with_board(|board| board.land(ticket, outcome, me));
+}
+
+/// The flights this thread leads on `store`'s board, and whether it leads any elsewhere.
 fn held(store: &Store) -> (Vec<Ticket>, bool) {
     let address = store as *const Store as usize;
-    LEADING.with(|leading| {
-        let leading = leading.borrow();
-        let here: Vec<Ticket> = leading
+    COMPUTING.with(|computing| {
+        let computing = computing.borrow();
+        let here: Vec<Ticket> = computing
             .iter()
-            .filter(|l| l.store == address)
-            .map(|l| l.ticket)
+            .filter(|c| c.store == address)
+            .filter_map(|c| c.ticket)
             .collect();
-        let elsewhere = here.len() < leading.len();
+        let elsewhere = computing
+            .iter()
+            .any(|c| c.store != address && c.ticket.is_some());
         (here, elsewhere)
     })
 }

@@ -220,13 +220,19 @@ impl SharedBackend {
     /// copy of the new entry (later hits return it, as a memory cache would). A live equal
     /// entry is replaced: this process computed the value because it found none it could
     /// use.
-    fn insert(&self, key: &[u8], value: &[u8], object: &PyObj) -> InsertOutcome {
+    fn insert(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        object: &PyObj,
+        clears: Option<u64>,
+    ) -> InsertOutcome {
         let Ok(Some(store)) = self.store() else {
             return InsertOutcome::NotCached;
         };
         let now = self.now();
         let deadline = clock::deadline(now, self.ttl_nanos);
-        let (outcome, found) = store.replace_found(key, value, now, deadline);
+        let (outcome, found) = store.replace_found(key, value, now, deadline, clears);
         if let Some(found) = found {
             self.decoded.put(found, object.clone());
         }
@@ -246,8 +252,9 @@ impl SharedBackend {
     }
 
     /// Encodes and stores `value` under `key`: whether it is in the cache now (not if it
-    /// cannot be serialized, is too large, or the files are unusable).
-    fn store_bytes(&self, key: &[u8], value: &PyObj) -> PyResult<bool> {
+    /// cannot be serialized, is too large, the files are unusable, or the cache was cleared
+    /// since `clears` was read, when the value's computation began).
+    fn store_bytes(&self, key: &[u8], value: &PyObj, clears: Option<u64>) -> PyResult<bool> {
         let mut bytes = Vec::new();
         // SAFETY: `value` is a valid object.
         if unsafe { self.pickler.encode(value.as_ptr(), &mut bytes) }.is_err() {
@@ -256,7 +263,7 @@ impl SharedBackend {
             unsafe { ffi::PyErr_Clear() };
             return Ok(false);
         }
-        let outcome = self.insert(key, &bytes, value);
+        let outcome = self.insert(key, &bytes, value, clears);
         if outcome == InsertOutcome::Oversize {
             self.warn_oversize(key.len(), bytes.len())?;
         }
@@ -454,19 +461,21 @@ impl Backend for SharedBackend {
     }
 
     fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
-        self.store_bytes(&key, value).map(drop)
+        self.store_bytes(&key, value, None).map(drop)
     }
 
     fn store_reporting(&self, key: Vec<u8>, value: &PyObj) -> PyResult<bool> {
-        self.store_bytes(&key, value)
+        self.store_bytes(&key, value, None)
     }
 
     /// Another process may lead the key's flight: wait for it (`crate::py::across`).
     fn lead_across(&self, key: &Vec<u8>) -> PyResult<Option<PyObj>> {
-        let Some(store) = self.store.get().filter(|_| self.across) else {
+        let Some(store) = self.store.get() else {
             return Ok(None);
         };
-        across::lead(store, key_hash(key), &|| self.served(store, key))
+        across::lead(store, key_hash(key), self.across, &|| {
+            self.served(store, key)
+        })
     }
 
     fn across_step(
@@ -492,16 +501,21 @@ impl Backend for SharedBackend {
     /// waiters read the value, or learn that they must compute (not stored) or retry (an
     /// exception).
     fn finish(&self, key: Vec<u8>, result: PyResult<PyObj>, led: bool) -> PyResult<PyObj> {
+        let computing = match (led, self.store.get()) {
+            (true, Some(store)) => across::done(store, || key_hash(&key)),
+            _ => None,
+        };
+        let clears = computing.as_ref().and_then(|c| c.clears);
         let (result, outcome) = match result {
-            Ok(value) => match self.store_bytes(&key, &value) {
+            Ok(value) => match self.store_bytes(&key, &value, clears) {
                 Ok(true) => (Ok(value), Outcome::Stored),
                 Ok(false) => (Ok(value), Outcome::Alone),
                 Err(err) => (Err(err), Outcome::Alone),
             },
             Err(err) => (Err(err), Outcome::Retry),
         };
-        if let (true, Some(store)) = (led, self.store.get()) {
-            across::land(store, || key_hash(&key), outcome);
+        if let (Some(ticket), Some(store)) = (computing.and_then(|c| c.ticket), self.store.get()) {
+            across::land(store, ticket, outcome);
         }
         result
     }

@@ -235,6 +235,8 @@ impl<'a> Engine<'a> {
     }
 
     /// [`Engine::replace`], also telling which slot now holds the value, at which version.
+    /// With `clears` (what [`Engine::clears`] said when the value's computation began), a
+    /// value computed before a clear is not stored after it.
     pub fn replace_read(
         &self,
         key: &[u8],
@@ -242,8 +244,14 @@ impl<'a> Engine<'a> {
         now: u64,
         expires_at: u64,
         owner: &impl LockOwner,
+        clears: Option<u64>,
     ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
-        self.store(key, value, now, expires_at, owner, true)
+        self.store_since(key, value, now, expires_at, owner, true, clears)
+    }
+
+    /// How many times the cache was cleared (by any process) since its lock file was made.
+    pub fn clears(&self) -> u64 {
+        self.lock[lock_word::CLEARS].load(Ordering::Acquire)
     }
 
     fn store(
@@ -254,6 +262,20 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
         replace: bool,
+    ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
+        self.store_since(key, value, now, expires_at, owner, replace, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store_since(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+        expires_at: u64,
+        owner: &impl LockOwner,
+        replace: bool,
+        clears: Option<u64>,
     ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
         let params = self.layout.params();
         if key.len() > params.max_key_size as usize || value.len() > params.max_value_size as usize
@@ -271,6 +293,10 @@ impl<'a> Engine<'a> {
         let hash = key_hash(key);
         let put = || self.put(hash, key, value, now, expires_at, replace);
         let done = self.write(owner, || {
+            // Under the lock, as clears are: a clear since the computation began wins.
+            if clears.is_some_and(|clears| clears != self.clears()) {
+                return Some((u32::MAX, 0));
+            }
             let put = put().or_else(|Corrupt| {
                 // Words no correct writer leaves: rebuild from the whole slots, and if even
                 // that leaves something inconsistent, start empty (an empty region has room
@@ -310,6 +336,7 @@ impl<'a> Engine<'a> {
             for counter in stripes.chain([header::OVERSIZE]) {
                 self.table.header(counter).store(0, Ordering::Relaxed);
             }
+            self.lock[lock_word::CLEARS].fetch_add(1, Ordering::AcqRel);
         })?;
         Ok(cleared.is_some())
     }

@@ -4,7 +4,7 @@
 //! **Lock file** ([`LOCK_WORDS`] words): `MAGIC`, `VERSION`, `NONCE` (random, fixed for the
 //! file's life), `RETIRED` (non-zero once the file was replaced), `GENERATION` (bumped each
 //! time the data file is recreated), `SEQ` and `OWNER` (the write lock, see
-//! [`super::seqlock`]), `LAST_USE`, the function's name, and the board of flights under way
+//! [`super::seqlock`]), `LAST_USE`, the function's name, `CLEARS`, and the board of flights under way
 //! across processes ([`super::flights`]: it outlives data file generations).
 //!
 //! **Data file**, in order:
@@ -90,9 +90,11 @@ pub mod lock_word {
     /// The function's `module.qualname`: its length in bytes, then UTF-8 in
     /// [`super::NAME_WORDS`] words (cut to fit). Informational only: nothing trusts it.
     pub const NAME: usize = 8;
+    /// Clears so far (a store that began before a clear does not land after it).
+    pub const CLEARS: usize = NAME + 1 + super::NAME_WORDS;
     /// The cross-process flight board (`super::super::flights`), from the first cache line
     /// after the name.
-    pub const BOARD: usize = (NAME + 1 + super::NAME_WORDS).next_multiple_of(8);
+    pub const BOARD: usize = (CLEARS + 1).next_multiple_of(8);
 }
 
 /// Words in a 64-byte cache line.

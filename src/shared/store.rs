@@ -302,20 +302,29 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         self.store(key, value, now, expires_at, true)
     }
 
+    /// How many times the cache was cleared, for [`SharedStore::replace_found`] (`None` if
+    /// the files cannot be used).
+    pub fn clears(&self) -> Option<u64> {
+        self.run(Access::Read, |engine| Ok(engine.clears()))
+    }
+
     /// [`SharedStore::replace`], also telling which entry now holds the value (`None` when
-    /// it was not stored).
+    /// it was not stored). With `clears` ([`SharedStore::clears`] when the value's
+    /// computation began), a value computed before a clear is not stored after it.
     pub fn replace_found(
         &self,
         key: &[u8],
         value: &[u8],
         now: u64,
         expires_at: u64,
+        clears: Option<u64>,
     ) -> (InsertOutcome, Option<Found>) {
         let seconds = wall_seconds();
         let owner = self.remembering();
         self.run_epoch(Access::Write, |engine, epoch| {
             engine.touch(seconds);
-            let (outcome, written) = engine.replace_read(key, value, now, expires_at, &owner)?;
+            let (outcome, written) =
+                engine.replace_read(key, value, now, expires_at, &owner, clears)?;
             let found = written.map(|(slot, version)| Found {
                 epoch,
                 slot,
