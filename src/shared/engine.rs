@@ -218,7 +218,7 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
-        Ok(self.store(key, value, now, expires_at, owner, false)?.0)
+        Ok(self.store(key, value, now, expires_at, owner, false, None)?.0)
     }
 
     /// [`Engine::insert`], but a live equal key gets the new value too (its old value could
@@ -231,7 +231,7 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
-        Ok(self.store(key, value, now, expires_at, owner, true)?.0)
+        Ok(self.store(key, value, now, expires_at, owner, true, None)?.0)
     }
 
     /// [`Engine::replace`], also telling which slot now holds the value, at which version.
@@ -246,7 +246,7 @@ impl<'a> Engine<'a> {
         owner: &impl LockOwner,
         clears: Option<u64>,
     ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
-        self.store_since(key, value, now, expires_at, owner, true, clears)
+        self.store(key, value, now, expires_at, owner, true, clears)
     }
 
     /// How many times the cache was cleared (by any process) since its lock file was made.
@@ -254,20 +254,8 @@ impl<'a> Engine<'a> {
         self.lock[lock_word::CLEARS].load(Ordering::Acquire)
     }
 
-    fn store(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        now: u64,
-        expires_at: u64,
-        owner: &impl LockOwner,
-        replace: bool,
-    ) -> Result<(InsertOutcome, Option<(u32, u64)>), Stale> {
-        self.store_since(key, value, now, expires_at, owner, replace, None)
-    }
-
     #[allow(clippy::too_many_arguments)]
-    fn store_since(
+    fn store(
         &self,
         key: &[u8],
         value: &[u8],
