@@ -41,6 +41,14 @@ def slow(key: int) -> dict[str, int]:
     return {"key": key, "double": 2 * key}
 
 
+@cache(max_size=64, backend="shared", ttl=0.3, version=1)
+def brief(key: int) -> int:
+    """Entries live 0.3 s; computing takes 0.5 s."""
+    log("start")
+    time.sleep(0.5)
+    return 4 * key
+
+
 @cache(max_size=64, backend="shared", version=1)
 def flaky(key: int) -> int:
     """Raises the first time any process computes it (a marker file remembers), then works."""
@@ -125,6 +133,10 @@ def main() -> None:
         slow.cache_clear()
         time.sleep(1.5)  # the flight it cleared has landed
         results = []
+    elif scenario == "brief":
+        results = threads(2, brief, 6)
+        time.sleep(0.5)  # expired now: the next call computes again, once for everyone
+        results += threads(2, brief, 6)
     elif scenario == "flaky":
         results = threads(1, flaky, 5)
     elif scenario == "crossed":
@@ -140,7 +152,9 @@ def main() -> None:
         results = asyncio.run(gather())
     else:
         raise SystemExit(f"unknown scenario {scenario}")
-    fn = {"flaky": flaky, "crossed": crossed, "big": big, "async": aslow}.get(scenario, slow)
+    fn = {"flaky": flaky, "crossed": crossed, "big": big, "async": aslow, "brief": brief}.get(
+        scenario, slow
+    )
     print(
         json.dumps(
             {

@@ -118,6 +118,16 @@ def test_a_failing_leader_lets_one_waiter_retry(run: Run) -> None:
     assert results.count(15) == 4
 
 
+def test_waiters_get_a_short_lived_value_before_it_expires(run: Run) -> None:
+    for _ in range(3):
+        run.start("brief")
+    run.release()
+    results = run.results()
+    assert all(r["results"] == [24] * 4 for r in results)
+    # Once at the start, once after the entry expired: each time for all 3 x 2 threads.
+    assert len(run.events("start")) == 2
+
+
 def test_processes_waiting_on_each_other_finish(run: Run) -> None:
     run.start("crossed", WC_FIRST="1")
     run.start("crossed", WC_FIRST="2")
