@@ -680,7 +680,7 @@ def main() -> None:
         "",
     ]
     if stampede:
-        doc += [f"Measured on: {machine_line(stampede['meta'])}.", ""]
+        doc += header(stampede["meta"])
     doc += stampede_table(stampede) if stampede else missing("stampede.py")
     doc += ["## Rust microbenchmarks", ""] + criterion_table(criterion_rows())
     if SINGLE_FLIGHT.exists():
