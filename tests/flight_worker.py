@@ -131,7 +131,8 @@ def main() -> None:
         results = [slow(args[0])]
     elif scenario == "clear":
         slow.cache_clear()
-        time.sleep(1.5)  # the flight it cleared has landed
+        log("cleared")
+        time.sleep(float(os.environ["WC_DELAY"]))  # until the flight it cleared has landed
         results = []
     elif scenario == "brief":
         results = threads(2, brief, 6)

@@ -244,13 +244,15 @@ def test_a_clear_during_a_flight_keeps_its_value_out_of_the_cache(tmp_path: Path
 
 
 def test_a_clear_from_another_process_during_a_flight_reaches_its_waiters(run: Run) -> None:
-    leader = run.start("one", 17, WC_DELAY="1.0")
+    leader = run.start("one", 17, WC_DELAY="4.0")
     run.release()
     run.wait_for("start", 1)
     waiter = run.start("one", 17, WC_DELAY="0.1")
     run.wait_for("ready", 2)
     time.sleep(0.3)
-    clearer = run.start("clear")
+    clearer = run.start("clear", WC_DELAY="5.0")
+    run.wait_for("cleared", 1)
+    assert run.events("done") == [], "the clear came after the flight landed: too slow"
     results = run.results()
     assert [r["results"] for r in results[:2]] == [[{"key": 17, "double": 34}]] * 2
     # Not stored: the waiter computed on its own once the leader landed.
