@@ -218,7 +218,9 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
-        Ok(self.store(key, value, now, expires_at, owner, false, None)?.0)
+        Ok(self
+            .store(key, value, now, expires_at, owner, false, None)?
+            .0)
     }
 
     /// [`Engine::insert`], but a live equal key gets the new value too (its old value could
@@ -231,7 +233,9 @@ impl<'a> Engine<'a> {
         expires_at: u64,
         owner: &impl LockOwner,
     ) -> Result<InsertOutcome, Stale> {
-        Ok(self.store(key, value, now, expires_at, owner, true, None)?.0)
+        Ok(self
+            .store(key, value, now, expires_at, owner, true, None)?
+            .0)
     }
 
     /// [`Engine::replace`], also telling which slot now holds the value, at which version.
