@@ -71,6 +71,14 @@ end
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
 return 1
 """
+# A near miss's look and claim in one round trip: the entry, else the lock if it is free.
+_CLAIM = """
+local value = redis.call('get', KEYS[1])
+if value then return {1, value} end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}
+"""
+_CLAIM_FOUND, _CLAIM_LOCKED = 1, 2
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -120,6 +128,7 @@ class _Link:
             redis.TimeoutError,
             OSError,
         )
+        self.claim = self.client.register_script(_CLAIM)
         self.publish = self.client.register_script(_PUBLISH)
         self.unlock = self.client.register_script(_UNLOCK)
         self.renew = self.client.register_script(_RENEW)
@@ -642,50 +651,41 @@ class RedisTier:
                 self._remember(rest, flight.near_key)
                 return _HIT, value
         self.remote_misses += 1
-        return self._claim(flight)
+        return self.step(flight)
 
-    def _look(self, flight: _Flight, count: bool = True) -> tuple[bool, Any]:
+    def _look(self, flight: _Flight) -> tuple[bool, Any]:
         raw = self._run(lambda client: client.get(flight.key))
         if raw is None:
             return False, None
         found, value = self.parse(raw, flight.key_bytes)
-        if not found and count:
+        if not found:
             self.rejected += 1
         return found, value
 
-    def _claim(self, flight: _Flight) -> tuple[int, Any]:
+    def step(self, flight: _Flight) -> tuple[int, Any]:
+        """One step of a near miss that Redis did not serve: the entry if it is there now,
+        else the flight's lock if it is free (then this caller leads), else wait."""
         token = os.urandom(16)
         lease = int(LOCK_LEASE * 1000)
         try:
-            won = self._run(lambda client: client.set(flight.lock, token, nx=True, px=lease))
+            reply = self._run(
+                lambda client: self.link().claim([flight.key, flight.lock], [token, lease])
+            )
+            if int(reply[0]) == _CLAIM_FOUND:
+                found, value = self.parse(reply[1], flight.key_bytes)
+                if found:
+                    self._served(flight)
+                    return _HIT, value
+                # An entry refused (counted by the first look): the lock decides alone.
+                won = self._run(lambda client: client.set(flight.lock, token, nx=True, px=lease))
+            else:
+                won = int(reply[0]) == _CLAIM_LOCKED
         except _Unavailable:
             return _LOCAL, None
         if not won:
             return _WAIT, flight
-        flight = flight._replace(token=token)
         self.link().hold(flight.lock, token)
-        # The previous leader may have published and unlocked between our look and the
-        # lock: look once more before computing it again.
-        try:
-            found, value = self._look(flight, count=False)  # counted by the first look
-        except _Unavailable:
-            found, value = False, None
-        if found:
-            self.abandon(flight)
-            self._served(flight)
-            return _HIT, value
-        return _LEAD, flight
-
-    def step(self, flight: _Flight) -> tuple[int, Any]:
-        """A waiter's look: the leader's value, or the lead if the lock is gone."""
-        try:
-            found, value = self._look(flight)
-        except _Unavailable:
-            return _LOCAL, None
-        if found:
-            self._served(flight)
-            return _HIT, value
-        return self._claim(flight)
+        return _LEAD, flight._replace(token=token)
 
     def _served(self, flight: _Flight) -> None:
         """Another caller's computation served this near miss, counted as a remote miss
@@ -750,8 +750,8 @@ class RedisTier:
             if time.monotonic() > deadline:  # a leader that keeps renewing: do it here
                 state, payload = _LOCAL, None
                 break
-            self.waiter(payload).wait(delay)
-            delay = min(2 * delay, WAIT_POLL[1])
+            if not self.waiter(payload).wait(delay):  # not woken: poll less often
+                delay = min(2 * delay, WAIT_POLL[1])
             state, payload = self.step(payload)
         if state == _HIT:
             return payload
