@@ -520,6 +520,24 @@ def test_oversize_keys_and_values_are_not_shared(server: RedisServer) -> None:
     assert len(server.client().keys("warp_cache:*:*:*")) == 1
 
 
+def test_unpicklable_arguments_and_results_are_cached_near_only(server: RedisServer) -> None:
+    lock = threading.Lock()
+
+    @cache(backend="redis", url=server.url)
+    def f(x):
+        record("f")
+        return x if isinstance(x, int) else threading.Lock()
+
+    assert f(lock) is f(lock)  # the key cannot be serialized: near cache only
+    assert f(1) == 1
+    g = cache(backend="redis", url=server.url)(f.__wrapped__)
+    assert g(1) == 1
+    assert computations() == ["f", "f"], "the int result was shared"
+    result = f(2.5)  # the result cannot be serialized: computed, kept near, not shared
+    assert f(2.5) is result
+    assert f.cache_info().oversize_skips == 2
+
+
 def test_exceptions_are_not_cached_and_release_the_flight(server: RedisServer) -> None:
     @cache(backend="redis", url=server.url)
     def f(x):

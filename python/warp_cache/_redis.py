@@ -448,7 +448,6 @@ class RedisTier:
         self.near: Any = None  # the memory-backend cached callable, set by the decorator
         self._link: _Link | None = None
         self._generation: int | None = None
-        self._lock = threading.Lock()
         # Entry name ("<generation>:<hash>") -> near key, for each near entry that came from
         # or went to Redis, so that an invalidation can drop it; bounded (see _remember).
         self._near_keys: dict[str, object] = {}
@@ -623,7 +622,11 @@ class RedisTier:
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Any]:
         """(HIT, value), (LEAD, flight), (WAIT, flight) or (LOCAL, None)."""
-        key_bytes = self.key_bytes(args, kwargs)
+        try:
+            key_bytes = self.key_bytes(args, kwargs)
+        except Exception:  # arguments pickle cannot take (a lock): cached here only
+            self.oversize_skips += 1
+            return _LOCAL, None
         if len(key_bytes) > self.max_key_size:
             self.oversize_skips += 1
             return _LOCAL, None
