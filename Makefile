@@ -66,11 +66,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests examples benches
 	$(VENV)/bin/ruff format --check python tests examples benches
 
+# tests/test_redis.py starts its own redis-server: Debian's package, installed when missing.
 test-python: $(BUILT)
+	scripts/ensure-redis.sh
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # The whole suite again with the GIL really off (test_typing is a static check: 3.11 only).
 test-ft: $(BUILT_FT)
+	scripts/ensure-redis.sh
 	PYO3_PYTHON=$(abspath $(PY_FT)) CARGO_TARGET_DIR=target/ft-clippy \
 		cargo clippy --lib -- -D warnings
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
@@ -83,6 +86,7 @@ EXTRA_PYTHONS := 3.12 3.13
 test-matrix: $(addprefix test-py,$(EXTRA_PYTHONS))
 
 $(addprefix test-py,$(EXTRA_PYTHONS)): test-py%:
+	scripts/ensure-redis.sh
 	scripts/test-interpreter.sh $*
 
 test: test-rust loom shuttle fuzz-smoke lint test-python test-ft test-matrix

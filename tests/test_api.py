@@ -38,7 +38,8 @@ def test_backend_is_int_enum_with_fixed_values():
     assert issubclass(Backend, enum.IntEnum)
     assert Backend.MEMORY == 0
     assert Backend.SHARED == 1
-    assert [m.name for m in Backend] == ["MEMORY", "SHARED"]
+    assert Backend.REDIS == 2
+    assert [m.name for m in Backend] == ["MEMORY", "SHARED", "REDIS"]
 
 
 def test_cache_info_is_a_named_tuple_with_exact_repr():

@@ -91,7 +91,7 @@ def test_size_limit_of_one_is_valid(name):
 # --- backend -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["disk", "", "memory ", "redis", 7, -1, 2])
+@pytest.mark.parametrize("bad", ["disk", "", "memory ", "valkey", 7, -1, 3])
 def test_unknown_backend_is_value_error(bad):
     assert_rejected(ValueError, "backend", backend=bad)
 

@@ -6,6 +6,6 @@
 ...     return x * x
 """
 
-from warp_cache._api import Backend, CacheInfo, SharedCacheInfo, cache
+from warp_cache._api import Backend, CacheInfo, RedisCacheInfo, SharedCacheInfo, cache
 
-__all__ = ["Backend", "CacheInfo", "SharedCacheInfo", "cache"]
+__all__ = ["Backend", "CacheInfo", "RedisCacheInfo", "SharedCacheInfo", "cache"]

@@ -25,6 +25,7 @@ class Backend(enum.IntEnum):
 
     MEMORY = 0
     SHARED = 1
+    REDIS = 2
 
 
 class CacheInfo(NamedTuple):
@@ -47,6 +48,21 @@ class SharedCacheInfo(NamedTuple):
     current_bytes: int
 
 
+class RedisCacheInfo(NamedTuple):
+    """Statistics of a redis-backend cache: the near cache, then the remote tier."""
+
+    hits: int  # near-cache hits
+    misses: int  # near-cache misses (each one a load from Redis or a computation)
+    max_size: int  # the near cache's bound
+    current_size: int  # entries in the near cache
+    remote_hits: int  # near misses served from Redis
+    remote_misses: int  # near misses Redis did not have (computed here or by a leader)
+    remote_errors: int  # operations that failed or were skipped by the breaker
+    rejected: int  # entries refused: wrong or missing tag, foreign key bytes, bad format
+    oversize_skips: int  # keys or values over max_key_size / max_value_size, not shared
+    connected: bool  # the invalidation channel is up (the near cache is coherent)
+
+
 # Separates positional from keyword arguments inside a key tuple.
 _KW_MARK = object()
 
@@ -61,6 +77,8 @@ class _Settings(NamedTuple):
     max_value_size: int
     version: str | int | None
     max_bytes: int | None = None
+    url: str | None = None
+    secret: bytes | None = None
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -89,12 +107,15 @@ def _check_backend(backend: object) -> Backend:
             return Backend[backend.upper()]
         except KeyError:
             pass
-        raise ValueError(f"backend must be 'memory' or 'shared', got {backend!r}")
+        raise ValueError(f"backend must be 'memory', 'shared' or 'redis', got {backend!r}")
     if isinstance(backend, int) and not isinstance(backend, bool):
         try:
             return Backend(backend)
         except ValueError:
-            message = f"backend must be Backend.MEMORY (0) or Backend.SHARED (1), got {backend}"
+            message = (
+                "backend must be Backend.MEMORY (0), Backend.SHARED (1) or Backend.REDIS (2), "
+                f"got {backend}"
+            )
             raise ValueError(message) from None
     raise TypeError(f"backend must be a Backend, an int or a str, got {type(backend).__name__}")
 
@@ -107,6 +128,46 @@ def _check_version(version: object) -> str | int | None:
     raise TypeError(f"version must be a str, an int or None, got {type(version).__name__}")
 
 
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_url(url: object, backend: Backend) -> str | None:
+    if url is None:
+        if backend is not Backend.REDIS:
+            return None
+        url = os.environ.get("WARP_CACHE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+        source = "WARP_CACHE_REDIS_URL"
+    else:
+        if backend is not Backend.REDIS:
+            raise ValueError("url applies to backend='redis' only")
+        source = "url"
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str or None, got {type(url).__name__}")
+    if not url.startswith(_URL_SCHEMES):
+        raise ValueError(
+            f"{source} must start with redis://, rediss:// or unix://, got {url.split('@')[-1]!r}"
+        )
+    return url
+
+
+def _check_secret(secret: object, backend: Backend) -> bytes | None:
+    if secret is None:
+        if backend is not Backend.REDIS:
+            return None
+        secret = os.environ.get("WARP_CACHE_SECRET") or None
+        if secret is None:
+            return None
+    elif backend is not Backend.REDIS:
+        raise ValueError("secret applies to backend='redis' only")
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, bytes):
+        raise TypeError(f"secret must be bytes, a str or None, got {type(secret).__name__}")
+    if not secret:
+        raise ValueError("secret must not be empty")
+    return secret
+
+
 def _validate(
     max_size: object,
     ttl: object,
@@ -115,15 +176,20 @@ def _validate(
     max_value_size: object,
     version: object = None,
     max_bytes: object = None,
+    url: object = None,
+    secret: object = None,
 ) -> _Settings:
+    checked = _check_backend(backend)
     settings = _Settings(
         max_size=_check_int("max_size", max_size, 0),
         ttl=_check_ttl(ttl),
-        backend=_check_backend(backend),
+        backend=checked,
         max_key_size=_check_int("max_key_size", max_key_size, 1),
         max_value_size=_check_int("max_value_size", max_value_size, 1),
         version=_check_version(version),
         max_bytes=None if max_bytes is None else _check_int("max_bytes", max_bytes, 1),
+        url=_check_url(url, checked),
+        secret=_check_secret(secret, checked),
     )
     if settings.max_bytes is not None:
         if settings.backend is not Backend.SHARED:
@@ -301,12 +367,31 @@ def _mark_coroutine_function(wrapper: Any, func: Any) -> None:
 _pickle_dumps = functools.partial(pickle.dumps, protocol=5)
 
 
-def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
+class _Named(NamedTuple):
+    """Where a shared or remote cache is found: the function's names and identity."""
+
+    module: str
+    qualname: str
+    found: Any  # the Identity now (not complete: a global it reads is not bound yet)
+    settle: Callable[[], int]  # the digest computed again, at the first call
+
+
+def _named(
+    func: Any, parameters: tuple[tuple[str, object], ...], version: str | int | None
+) -> _Named:
     module = getattr(func, "__module__", None) or type(func).__module__
     if module == "__mp_main__":
         # multiprocessing's spawn re-imports the main script under this name: same function.
         module = "__main__"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+
+    def settle() -> int:
+        return identity(func, module, qualname, parameters, version).digest
+
+    return _Named(module, qualname, identity(func, module, qualname, parameters, version), settle)
+
+
+def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
     # Every parameter that shapes the file or its results selects the file too, so
     # processes with other parameters (a rolling deploy) keep caches of their own.
     parameters = (
@@ -317,11 +402,7 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         ("max_value_size", settings.max_value_size),
         ("max_bytes", settings.max_bytes),
     )
-
-    def settle() -> int:
-        return identity(func, module, qualname, parameters, settings.version).digest
-
-    found = identity(func, module, qualname, parameters, settings.version)
+    module, qualname, found, settle = _named(func, parameters, settings.version)
     # A global the function reads that is not bound yet (a helper defined further down its
     # module): the identity is computed again, and the files opened, at the first call.
     return _warp_cache.make_shared_cache(
@@ -347,12 +428,43 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
     )
 
 
+def _make_redis(func: Any, settings: _Settings, is_async: bool, fill: Any) -> Any:
+    from warp_cache._redis import RedisTier
+
+    # What decides the entries' bytes and lifetime; not max_size (each host's near cache
+    # may be sized on its own) nor the URL or secret.
+    parameters = (
+        ("format", _warp_cache.SHARED_FORMAT),
+        ("backend", "redis"),
+        ("ttl", settings.ttl),
+        ("max_key_size", settings.max_key_size),
+        ("max_value_size", settings.max_value_size),
+    )
+    named = _named(func, parameters, settings.version)
+    assert settings.url is not None
+    tier = RedisTier(
+        func,
+        settings.url,
+        settings.secret,
+        settings.ttl,
+        settings.max_size,
+        settings.max_key_size,
+        settings.max_value_size,
+        named.settle,
+        named.found.digest if named.found.complete else None,
+        _KW_MARK,
+    )
+    return tier.attach(_warp_cache.make_memory_cache, CacheInfo, is_async, fill)
+
+
 def _decorate(func: Any, settings: _Settings) -> Any:
     if not callable(func):
         raise TypeError(f"cache() decorates callables, got {type(func).__name__}")
     is_async = inspect.iscoroutinefunction(func)
     fill = _fill if is_async else None
-    if settings.backend is Backend.SHARED:
+    if settings.backend is Backend.REDIS:
+        wrapper = _make_redis(func, settings, is_async, fill)
+    elif settings.backend is Backend.SHARED:
         wrapper = _make_shared(func, settings, fill)
     else:
         wrapper = _warp_cache.make_memory_cache(
@@ -377,6 +489,8 @@ def cache(
     max_value_size: int = 4096,
     version: str | int | None = None,
     max_bytes: int | None = None,
+    url: str | None = None,
+    secret: str | bytes | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -388,6 +502,8 @@ def cache(
     max_value_size: Any = 4096,
     version: Any = None,
     max_bytes: Any = None,
+    url: Any = None,
+    secret: Any = None,
 ) -> Any:
     """Cache a function's results, keyed by its arguments, with SIEVE eviction.
 
@@ -395,12 +511,18 @@ def cache(
     are checked here, at decoration time. ``version`` is part of a shared cache's identity:
     bump it for what the cache cannot see (other modules, files, the environment).
     ``max_bytes`` (shared backend) bounds the serialized key and value bytes held; by
-    default ``max_size * (max_key_size + max_value_size)``.
+    default ``max_size * (max_key_size + max_value_size)``. ``url`` and ``secret``
+    (backend="redis") name the server and the key that authenticates its values; without a
+    secret, pickled values read from Redis are trusted (see docs/redis-backend.md).
     """
     if callable(max_size) and not isinstance(max_size, int):
-        settings = _validate(128, ttl, backend, max_key_size, max_value_size, version, max_bytes)
+        settings = _validate(
+            128, ttl, backend, max_key_size, max_value_size, version, max_bytes, url, secret
+        )
         return _decorate(max_size, settings)
-    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size, version, max_bytes)
+    settings = _validate(
+        max_size, ttl, backend, max_key_size, max_value_size, version, max_bytes, url, secret
+    )
 
     def decorator(func: Any) -> Any:
         return _decorate(func, settings)

@@ -36,6 +36,14 @@ pub enum Insert<K, V> {
     NotCached(K, V),
 }
 
+/// Result of [`Store::remove`]. What it hands back is dropped by the caller, after the lock.
+pub enum Remove<K, V> {
+    /// The entry that was removed, or `None` when no equal key was stored.
+    Done(Option<(K, V)>),
+    /// Decide these candidates and retry with the verdicts added.
+    Undecided(Vec<Candidate<K>>),
+}
+
 /// A bounded, sharded SIEVE map.
 pub struct Store<K, V, L> {
     shards: Box<[L]>,
@@ -172,6 +180,24 @@ where
                 drop(shard);
                 drop(evicted);
                 return;
+            }
+        }
+    }
+
+    /// Removes the entry of `key` (live or expired), freeing its unit of the size budget.
+    pub fn remove(&self, hash: u64, key: &K, verdicts: &[Verdict]) -> Remove<K, V> {
+        let mut undecided = Vec::new();
+        let mut shard = self.shard_of(hash).write();
+        match shard.probe(hash, key, verdicts, 0, &mut undecided) {
+            Probe::Found(i, _) => {
+                let removed = shard.remove(i);
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                Remove::Done(Some(removed))
+            }
+            Probe::Absent if undecided.is_empty() => Remove::Done(None),
+            Probe::Absent => {
+                drop(shard);
+                Remove::Undecided(undecided)
             }
         }
     }

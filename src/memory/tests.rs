@@ -109,6 +109,30 @@ fn clear_hands_back_every_entry() {
     store.check_invariants();
 }
 
+#[test]
+fn remove_takes_one_entry_and_frees_its_budget() {
+    let store = U64Store::new(3, 1);
+    for k in 0..3 {
+        put(&store, k, k * 10, 0, u64::MAX);
+    }
+    let removed = match store.remove(spread_hash(1), &1, &[]) {
+        Remove::Done(removed) => removed,
+        Remove::Undecided(_) => unreachable!("u64 keys are always decidable"),
+    };
+    assert_eq!(removed, Some((1, 10)));
+    assert_eq!(get(&store, 1, 0), None);
+    assert!(matches!(
+        store.remove(spread_hash(1), &1, &[]),
+        Remove::Done(None)
+    ));
+    // The freed unit takes a new key without evicting the others.
+    put(&store, 7, 70, 0, u64::MAX);
+    assert_eq!((get(&store, 0, 0), get(&store, 2, 0)), (Some(0), Some(20)));
+    assert_eq!(get(&store, 7, 0), Some(70));
+    assert_eq!(store.len(), 3);
+    store.check_invariants();
+}
+
 /// A key whose equality the store may not decide: like a Python object with `__eq__`.
 #[derive(Clone, Debug)]
 struct ForeignKey {

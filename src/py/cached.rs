@@ -830,6 +830,58 @@ unsafe extern "C" fn store_result(
     })
 }
 
+/// The memory backend of `this`, or a `TypeError` naming `method`.
+fn memory_core<'a>(this: &'a CachedObject, method: &std::ffi::CStr) -> PyResult<&'a MemoryBackend> {
+    match this.core()? {
+        Core::Memory(backend) => Ok(backend),
+        #[cfg(unix)]
+        _ => Err(raise(Exc::Type, method)),
+    }
+}
+
+/// `_forget(key)`: drop one entry of a memory-backend cache (a near cache invalidated by
+/// its remote tier); True if there was one.
+///
+/// # Safety
+/// A CPython method of our type: called only on our instances, with arguments as its
+/// calling convention delivers them.
+unsafe extern "C" fn forget(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: method of our type.
+    let this = unsafe { this(slf) };
+    to_c(|| {
+        // SAFETY: as the calling convention delivers them.
+        let [key] = unsafe { fast_args(args, nargs, c"_forget(key)")? };
+        let backend = memory_core(this, c"_forget() needs a memory-backend cache")?;
+        // SAFETY: `key` is an argument object alive for the whole method call.
+        let removed = unsafe { backend.forget(key, this.kw_mark)? };
+        // SAFETY: the bool singletons are always valid objects.
+        Ok(unsafe {
+            PyObj::from_borrowed(if removed {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            })
+        })
+    })
+}
+
+/// `_flush()`: drop every entry of a memory-backend cache but keep its counters.
+///
+/// # Safety
+/// A CPython method of our type: called only on our instances.
+unsafe extern "C" fn flush(slf: *mut ffi::PyObject, _: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: method of our type.
+    let this = unsafe { this(slf) };
+    to_c(|| {
+        memory_core(this, c"_flush() needs a memory-backend cache")?.flush();
+        none()
+    })
+}
+
 /// `_served_by_flight()`: an async call got its value from another task's flight, so its
 /// miss counts as a hit (`Backend::miss_to_hit`).
 ///
@@ -1041,6 +1093,16 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             c"_served_by_flight",
             Meth::NoArgs(served_by_flight),
             c"Internal: count this thread's last miss as a hit.",
+        ),
+        method(
+            c"_forget",
+            Meth::Fast(forget),
+            c"Internal: drop one entry (memory backend; a near cache's invalidation).",
+        ),
+        method(
+            c"_flush",
+            Meth::NoArgs(flush),
+            c"Internal: drop every entry, keep the counters (memory backend).",
         ),
         method(
             c"_across",

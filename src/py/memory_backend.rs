@@ -6,7 +6,7 @@ use super::flight::Flights;
 use super::key::{CallKey, PyKey};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
-use crate::memory::{Candidate, Get, Insert, Shard, Store, Verdict};
+use crate::memory::{Candidate, Get, Insert, Remove, Shard, Store, Verdict};
 use pyo3::ffi;
 
 #[cfg(not(Py_GIL_DISABLED))]
@@ -63,6 +63,36 @@ impl MemoryBackend {
     #[inline]
     fn now(&self) -> u64 {
         clock::now_for(self.ttl_nanos)
+    }
+
+    /// Drops the entry of the key object `obj` (built like a call's key), if any: a near
+    /// cache's answer to an invalidation. Counters are left alone.
+    ///
+    /// # Safety
+    /// `obj` and `kw_mark` are valid objects alive for the whole call.
+    pub unsafe fn forget(
+        &self,
+        obj: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<bool> {
+        // SAFETY: as the caller promises.
+        let mut key = unsafe { self.key_from_object(obj, kw_mark)? };
+        for _ in 0..COMPARE_ROUNDS {
+            match self.store.remove(key.hash, key.key.probe(), &key.verdicts) {
+                // Dropped here, after the shard lock: finalizers may call back in.
+                Remove::Done(removed) => return Ok(removed.is_some()),
+                Remove::Undecided(candidates) => {
+                    compare_outside(candidates, key.key.probe(), &mut key.verdicts)?
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops every entry but keeps the counters (a near cache whose remote tier changed).
+    pub fn flush(&self) {
+        // Dropped after every shard lock is released: finalizers may call back in.
+        drop(self.store.clear());
     }
 
     /// Every stored key and value not being written right now (GC traversal).
