@@ -11,7 +11,7 @@ mod store;
 
 pub use lock::{ShardLock, ShardRead, ShardWrite};
 pub use shard::{Candidate, Shard, Verdict};
-pub use store::{Get, Insert, Store};
+pub use store::{Get, Insert, Remove, Store};
 
 /// A key the store can hold.
 pub trait CacheKey {

@@ -360,6 +360,14 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         });
     }
 
+    /// Takes `key`'s entry out for every process: `Some(true)` if it was live at `now`,
+    /// `Some(false)` if there was none, `None` if the lock stayed busy (a stopped or stuck
+    /// writer: waited for as long as a store waits) or the files could not be re-opened.
+    pub fn remove(&self, key: &[u8], now: u64) -> Option<bool> {
+        self.run(Access::Write, |engine| engine.remove(key, now, &self.owner))
+            .flatten()
+    }
+
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed
     /// busy or the files could not be re-opened.
     pub fn clear(&self) -> bool {
