@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import logging
 import math
 import os
 import pickle
 import sys
+import threading
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
@@ -60,6 +63,7 @@ class _Settings(NamedTuple):
     max_value_size: int
     version: str | int | None
     max_bytes: int | None = None
+    serve_stale: float | None = None
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -70,14 +74,18 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def _check_ttl(ttl: object) -> float | None:
-    if ttl is None:
+def _check_seconds(name: str, value: object) -> float | None:
+    if value is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
-    if math.isnan(ttl) or ttl <= 0:
-        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-    return float(ttl)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def _check_ttl(ttl: object) -> float | None:
+    return _check_seconds("ttl", ttl)
 
 
 def _check_backend(backend: object) -> Backend:
@@ -114,6 +122,7 @@ def _validate(
     max_value_size: object,
     version: object = None,
     max_bytes: object = None,
+    serve_stale: object = None,
 ) -> _Settings:
     settings = _Settings(
         max_size=_check_int("max_size", max_size, 0),
@@ -123,7 +132,10 @@ def _validate(
         max_value_size=_check_int("max_value_size", max_value_size, 1),
         version=_check_version(version),
         max_bytes=None if max_bytes is None else _check_int("max_bytes", max_bytes, 1),
+        serve_stale=_check_seconds("serve_stale", serve_stale),
     )
+    if settings.serve_stale is not None and settings.ttl is None:
+        raise ValueError("serve_stale requires ttl: it is how long past ttl a value is served")
     if settings.max_bytes is not None:
         if settings.backend is not Backend.SHARED:
             raise ValueError("max_bytes applies to backend='shared' only")
@@ -183,31 +195,56 @@ def _would_deadlock(owner: object, task: object) -> bool:
     return True  # a cycle not through `task`: never recorded, but do not wait on it
 
 
-async def _compute(cached: Any, key: object, coro: Any) -> Any:
+async def _compute(cached: Any, key: object, coro: Any, replace: bool) -> Any:
     value = await coro
-    cached._store_result(key, value)
+    cached._store_result(key, value, replace)
     return value
 
 
-async def _fill(cached: Any, key: object, coro: Any) -> Any:
+async def _lead(
+    cached: Any, name: object, key: object, coro: Any, future: Any, replace: bool
+) -> Any:
+    """Runs the flight `name` (registered with `future`): awaits the coroutine, stores the
+    result (over a live entry if `replace`), and resolves the future for the followers."""
+    try:
+        value = await coro
+        cached._store_result(key, value, replace)
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # marks it retrieved: there may be no follower
+        raise
+    except BaseException:
+        future.set_result(_RETRY)  # cancelled or exiting: a follower takes over
+        raise
+    finally:
+        flight = _flights.get(name)
+        if flight is not None and flight.future is future:
+            del _flights[name]
+    future.set_result(value)
+    return value
+
+
+async def _fill(cached: Any, key: object, coro: Any, refresh: bool = False) -> Any:
     """Awaits a missed coroutine and caches its result (exceptions are not cached), or the
-    result of an equal call already under way on this event loop."""
+    result of an equal call already under way on this event loop. `refresh`
+    (`cache_refresh`): the result replaces a live entry, and a joined flight's result is
+    not counted as a hit."""
     import asyncio
 
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # driven by another framework: no single-flight
-        return await _compute(cached, key, coro)
+        return await _compute(cached, key, coro, refresh)
     task = asyncio.current_task(loop)
     if task is None:
-        return await _compute(cached, key, coro)
+        return await _compute(cached, key, coro, refresh)
     name = (id(cached), loop, key)
     started = False
     try:
         while (flight := _flights.get(name)) is not None:
             if _would_deadlock(flight.owner, task):
                 started = True
-                return await _compute(cached, key, coro)
+                return await _compute(cached, key, coro, refresh)
             _waiting[task] = flight.owner
             try:
                 # shield: a cancelled follower must not cancel the leader's future.
@@ -215,30 +252,92 @@ async def _fill(cached: Any, key: object, coro: Any) -> Any:
             finally:
                 _waiting.pop(task, None)  # gone if a fork came between
             if value is not _RETRY:
-                cached._served_by_flight()  # a hit: the function did not run for this call
+                if not refresh:
+                    cached._served_by_flight()  # a hit: the function did not run for it
                 return value
         future = loop.create_future()
-        flight = _Flight(future, task)
-        _flights[name] = flight
-        try:
-            started = True
-            value = await coro
-            cached._store_result(key, value)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marks it retrieved: there may be no follower
-            raise
-        except BaseException:
-            future.set_result(_RETRY)  # cancelled or exiting: a follower takes over
-            raise
-        finally:
-            if _flights.get(name) is flight:
-                del _flights[name]
-        future.set_result(value)
-        return value
+        _flights[name] = _Flight(future, task)
+        started = True
+        return await _lead(cached, name, key, coro, future, refresh)
     finally:
         if not started:
             coro.close()
+
+
+_log = logging.getLogger("warp_cache")
+
+# Background refreshes of stale entries (serve_stale) under way: asyncio keeps only weak
+# references to tasks, and a thread's job must outlive the call that started it.
+_background: set[Any] = set()
+
+
+def _refresh_failed(cached: Any) -> None:
+    name = getattr(cached, "__qualname__", repr(cached))
+    _log.warning(
+        "serve_stale: refreshing an entry of %s failed; its stale value is served until "
+        "ttl + serve_stale, and the next call in that window tries again",
+        name,
+        exc_info=True,
+    )
+
+
+def _refresh_stale(cached: Any, key: object, coro: Any) -> None:
+    """A coroutine function's entry was served stale: refresh it in a task of the running
+    event loop, unless a computation of that key is under way there (the claim and the
+    task's flight are made here, before any other task can run)."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # awaited outside asyncio: no refresh, the stale value stands
+        coro.close()
+        return
+    name = (id(cached), loop, key)
+    if name in _flights:
+        coro.close()
+        return
+    future = loop.create_future()
+
+    async def refresh() -> None:
+        try:
+            await _lead(cached, name, key, coro, future, True)
+        except Exception:
+            _refresh_failed(cached)
+
+    task = loop.create_task(refresh())
+    _flights[name] = _Flight(future, task)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _refresh_in_background(job: Any) -> None:
+    """Runs a stale entry's refresh (`job()`, which leads the key's flight) in a new daemon
+    thread. If no thread can be started, the job is dropped: its flight lands as "retry"
+    and a later stale call tries again."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            _refresh_failed(job.cached)
+        finally:
+            _background.discard(job)
+
+    _background.add(job)
+    try:
+        threading.Thread(target=run, name="warp_cache-refresh", daemon=True).start()
+    except RuntimeError:  # interpreter shutting down, or out of threads
+        _background.discard(job)
+
+
+def _bound_signature(bound: Any) -> inspect.Signature:
+    """A bound cached method's signature: that of a bound method of the function."""
+    return inspect.signature(types.MethodType(bound.__func__, bound.__self__))
+
+
+def _bound_reduce(bound: Any) -> tuple[Any, tuple[object, str]]:
+    """A bound cached method pickles as `getattr(instance, name)`, as a bound method does."""
+    return getattr, (bound.__self__, bound.__func__.__name__)
 
 
 def _mark_coroutine_function(wrapper: Any, func: Any) -> None:
@@ -284,6 +383,7 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         func,
         settings.max_size,
         settings.ttl,
+        settings.serve_stale,
         settings.max_key_size,
         settings.max_value_size,
         settings.max_bytes,
@@ -312,7 +412,7 @@ def _decorate(func: Any, settings: _Settings) -> Any:
         wrapper = _make_shared(func, settings, fill)
     else:
         wrapper = _warp_cache.make_memory_cache(
-            func, settings.max_size, settings.ttl, CacheInfo, _KW_MARK, fill
+            func, settings.max_size, settings.ttl, settings.serve_stale, CacheInfo, _KW_MARK, fill
         )
     functools.update_wrapper(wrapper, func)
     if is_async:
@@ -333,6 +433,7 @@ def cache(
     max_value_size: int = 4096,
     version: str | int | None = None,
     max_bytes: int | None = None,
+    serve_stale: float | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -344,6 +445,7 @@ def cache(
     max_value_size: Any = 4096,
     version: Any = None,
     max_bytes: Any = None,
+    serve_stale: Any = None,
 ) -> Any:
     """Cache a function's results, keyed by its arguments, with SIEVE eviction.
 
@@ -351,12 +453,14 @@ def cache(
     are checked here, at decoration time. ``version`` is part of a shared cache's identity:
     bump it for what the cache cannot see (other modules, files, the environment).
     ``max_bytes`` (shared backend) bounds the serialized key and value bytes held; by
-    default ``max_size * (max_key_size + max_value_size)``.
+    default ``max_size * (max_key_size + max_value_size)``. ``serve_stale`` (seconds,
+    needs ``ttl``): that long past ``ttl`` a call returns the expired value at once while
+    one caller per process refreshes it in the background.
     """
+    rest = (backend, max_key_size, max_value_size, version, max_bytes, serve_stale)
     if callable(max_size) and not isinstance(max_size, int):
-        settings = _validate(128, ttl, backend, max_key_size, max_value_size, version, max_bytes)
-        return _decorate(max_size, settings)
-    settings = _validate(max_size, ttl, backend, max_key_size, max_value_size, version, max_bytes)
+        return _decorate(max_size, _validate(128, ttl, *rest))
+    settings = _validate(max_size, ttl, *rest)
 
     def decorator(func: Any) -> Any:
         return _decorate(func, settings)
