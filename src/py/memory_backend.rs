@@ -77,6 +77,28 @@ impl MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// The key of a call ([`Backend::call_key`]).
+    ///
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
+    #[inline(always)]
+    unsafe fn key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<MemoryKey> {
+        // SAFETY: vectorcall arguments, as the caller promises.
+        let key = unsafe { CallKey::build(args, nargs, kwnames, kw_mark)? };
+        let hash = key.hash()?;
+        Ok(MemoryKey {
+            key,
+            hash,
+            verdicts: Vec::new(),
+        })
+    }
+
     /// Probes with `look` (a get or a peek) until decided, comparing foreign keys outside
     /// every lock; counts nothing.
     #[inline(always)]
@@ -132,7 +154,8 @@ impl Backend for MemoryBackend {
 
     type Key = MemoryKey;
 
-    #[inline(always)]
+    /// The hit path has its own inlined copy ([`MemoryBackend::key`]).
+    #[inline(never)]
     unsafe fn call_key(
         &self,
         args: *const *mut ffi::PyObject,
@@ -141,13 +164,7 @@ impl Backend for MemoryBackend {
         kw_mark: *mut ffi::PyObject,
     ) -> PyResult<MemoryKey> {
         // SAFETY: vectorcall arguments, as the caller promises.
-        let key = unsafe { CallKey::build(args, nargs, kwnames, kw_mark)? };
-        let hash = key.hash()?;
-        Ok(MemoryKey {
-            key,
-            hash,
-            verdicts: Vec::new(),
-        })
+        unsafe { self.key(args, nargs, kwnames, kw_mark) }
     }
 
     #[inline(always)]
@@ -159,7 +176,7 @@ impl Backend for MemoryBackend {
         kw_mark: *mut ffi::PyObject,
     ) -> PyResult<Lookup<MemoryKey>> {
         // SAFETY: vectorcall arguments, as the caller promises.
-        let mut key = unsafe { self.call_key(args, nargs, kwnames, kw_mark)? };
+        let mut key = unsafe { self.key(args, nargs, kwnames, kw_mark)? };
         Ok(match self.lookup(&mut key)? {
             Some(value) => Lookup::Hit(value),
             None if self.stale_nanos == 0 => Lookup::Miss(key),
@@ -190,9 +207,11 @@ impl Backend for MemoryBackend {
     #[inline(always)]
     fn lookup(&self, key: &mut MemoryKey) -> PyResult<Option<PyObj>> {
         let now = self.now();
-        let found = self.decide(key, |k| {
-            self.store.get(k.hash, k.key.probe(), &k.verdicts, now)
-        })?;
+        let found = self.decide(
+            key,
+            #[inline(always)]
+            |k| self.store.get(k.hash, k.key.probe(), &k.verdicts, now),
+        )?;
         match found {
             Some(_) => self.counters.hit(),
             None => self.counters.miss(),

@@ -115,6 +115,7 @@ impl<'a> Engine<'a> {
 
     /// Counts a hit or a miss ([`header::HITS`] or [`header::MISSES`]) in this process's
     /// stripe.
+    #[inline(always)] // on the hit path
     fn count_lookup(&self, which: usize) {
         self.count(header::counter(super::stripe::current(), which));
     }

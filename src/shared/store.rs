@@ -253,8 +253,8 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// Looks `key` up like [`SharedStore::get_into`], telling which entry it found: the
     /// mapping's epoch (it changes whenever this store re-opens its files), the slot and
     /// the slot's version name the entry's content. An entry for which `known(found)` is
-    /// true is not copied into `out` (the caller holds it decoded). Counts only when
-    /// `count`.
+    /// true is not copied into `out` (the caller holds it decoded). Counts, and marks the
+    /// entry visited, only when `count`.
     #[inline(always)]
     pub fn get_found(
         &self,
@@ -264,29 +264,35 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         known: impl Fn(Found) -> bool,
         count: bool,
     ) -> Option<(Found, bool)> {
-        self.run_epoch(Access::Read, |engine, epoch| {
-            let read = engine.get_read(
-                key,
-                now,
-                out,
-                |slot, version| {
-                    known(Found {
+        // Inlined into each caller: the hit path's copy must stay one piece whatever else
+        // (peeks, stale reads) reads this way.
+        self.run_epoch(
+            Access::Read,
+            #[inline(always)]
+            |engine: &Engine<'_>, epoch| {
+                let read = engine.get_read(
+                    key,
+                    now,
+                    out,
+                    |slot, version| {
+                        known(Found {
+                            epoch,
+                            slot,
+                            version,
+                        })
+                    },
+                    count,
+                )?;
+                Ok(read.map(|r| {
+                    let found = Found {
                         epoch,
-                        slot,
-                        version,
-                    })
-                },
-                count,
-            )?;
-            Ok(read.map(|r| {
-                let found = Found {
-                    epoch,
-                    slot: r.slot,
-                    version: r.version,
-                };
-                (found, r.copied)
-            }))
-        })
+                        slot: r.slot,
+                        version: r.version,
+                    };
+                    (found, r.copied)
+                }))
+            },
+        )
         .flatten()
     }
 
