@@ -4,12 +4,15 @@ and serve_stale, on both backends, for plain functions, methods and async functi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -347,6 +350,24 @@ def test_bound_method_still_behaves_like_a_method():
     assert "Repo.get" in repr(bound)
     assert bound.cache_info() == Repo.get.cache_info()
     assert list(map(a.get, [5, 5])) == [bound(5)] * 2
+
+
+def test_bound_method_pickles_and_rebinds_like_a_bound_method():
+    a = Repo("pickled")
+    copy = pickle.loads(pickle.dumps(a.get))
+    assert copy.__self__.name == "pickled"
+    assert copy.__func__ is Repo.get
+    weak = weakref.WeakMethod(a.get)
+    assert weak()(7) == a.get(7)
+    assert inspect.signature(a.get) == inspect.signature(a.get.__func__.__wrapped__.__get__(a))
+    assert inspect.iscoroutinefunction(a.fetch)
+    assert not inspect.iscoroutinefunction(a.get)
+    rebound = type(a.get)(Repo.get, a)
+    assert rebound == a.get
+    with pytest.raises(TypeError, match="decorated with warp_cache"):
+        type(a.get)(len, a)
+    with pytest.raises(TypeError, match="two positional"):
+        type(a.get)(Repo.get)
 
 
 def test_async_bound_method_forms():

@@ -176,8 +176,11 @@ def _forget_flights() -> None:
     """In a forked child: new calls must not wait on the parent's flights, whose leaders
     may run on loops of threads the child does not have. Fresh tables, the old ones left
     untouched (a flight whose loop does run on here still lands for its own followers)."""
-    global _flights, _waiting
+    global _flights, _waiting, _refresh_jobs
     _flights, _waiting = {}, {}
+    # Stale refreshes the parent's threads were running: not here. Dropping their jobs
+    # lands their flights as "retry" without touching the parent's tables.
+    _refresh_jobs = set()
 
 
 if hasattr(os, "register_at_fork"):
@@ -268,7 +271,8 @@ _log = logging.getLogger("warp_cache")
 
 # Background refreshes of stale entries (serve_stale) under way: asyncio keeps only weak
 # references to tasks, and a thread's job must outlive the call that started it.
-_background: set[Any] = set()
+_refresh_tasks: set[Any] = set()
+_refresh_jobs: set[Any] = set()
 
 
 def _refresh_failed(cached: Any) -> None:
@@ -306,8 +310,8 @@ def _refresh_stale(cached: Any, key: object, coro: Any) -> None:
 
     task = loop.create_task(refresh())
     _flights[name] = _Flight(future, task)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _refresh_tasks.add(task)
+    task.add_done_callback(_refresh_tasks.discard)
 
 
 def _refresh_in_background(job: Any) -> None:
@@ -321,13 +325,13 @@ def _refresh_in_background(job: Any) -> None:
         except Exception:
             _refresh_failed(job.cached)
         finally:
-            _background.discard(job)
+            _refresh_jobs.discard(job)
 
-    _background.add(job)
+    _refresh_jobs.add(job)
     try:
         threading.Thread(target=run, name="warp_cache-refresh", daemon=True).start()
     except RuntimeError:  # interpreter shutting down, or out of threads
-        _background.discard(job)
+        _refresh_jobs.discard(job)
 
 
 def _bound_signature(bound: Any) -> inspect.Signature:

@@ -11,8 +11,9 @@
 //! `Class.method.cache_peek(obj, x)`, the entry a call `obj.method(x)` uses.
 
 use super::cached::{
-    api_helper, cache_invalidate, cache_peek, cache_refresh, cache_set, free_instance, member,
-    method, release, slot, to_c, vectorcall, ApiHelper, KeyedMethod, Meth, TypeCell, TypeParts,
+    api_helper, cache_invalidate, cache_peek, cache_refresh, cache_set, free_instance, is_cached,
+    member, method, raise, release, slot, to_c, vectorcall, ApiHelper, Exc, KeyedMethod, Meth,
+    TypeCell, TypeParts,
 };
 use super::object::{ErrSet, PyObj, PyResult};
 use pyo3::ffi;
@@ -59,8 +60,8 @@ impl BoundMethod {
     /// The cached function and the instance, or an error after `tp_clear`.
     fn parts(&self) -> PyResult<(*mut ffi::PyObject, *mut ffi::PyObject)> {
         if self.func.is_null() || self.instance.is_null() {
-            return Err(super::cached::raise(
-                super::cached::Exc::Runtime,
+            return Err(raise(
+                Exc::Runtime,
                 c"bound cached method was cleared by the garbage collector",
             ));
         }
@@ -188,6 +189,46 @@ bound_method!(bound_invalidate, cache_invalidate, 0);
 bound_method!(bound_peek, cache_peek, 0);
 bound_method!(bound_set, cache_set, 1);
 bound_method!(bound_refresh, cache_refresh, 0);
+
+/// `tp_new`: `BoundCachedMethod(func, instance)`, as `types.MethodType(func, instance)`
+/// (`weakref.WeakMethod` rebuilds bound methods this way).
+unsafe extern "C" fn new(
+    _tp: *mut ffi::PyTypeObject,
+    args: *mut ffi::PyObject,
+    kwargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    to_c(|| {
+        // SAFETY: CPython passes a tuple of arguments and NULL or a dict of keywords.
+        let (n, keywords) = unsafe {
+            let keywords = if kwargs.is_null() {
+                0
+            } else {
+                ffi::PyDict_Size(kwargs)
+            };
+            (ffi::PyTuple_GET_SIZE(args), keywords)
+        };
+        if n != 2 || keywords != 0 {
+            return Err(raise(
+                Exc::Type,
+                c"BoundCachedMethod(func, instance) takes exactly two positional arguments",
+            ));
+        }
+        // SAFETY: two items, as just checked.
+        let (func, instance) = unsafe {
+            (
+                ffi::PyTuple_GET_ITEM(args, 0),
+                ffi::PyTuple_GET_ITEM(args, 1),
+            )
+        };
+        if !is_cached(func) {
+            return Err(raise(
+                Exc::Type,
+                c"BoundCachedMethod(func, instance): func must be a function decorated with warp_cache.cache()",
+            ));
+        }
+        BoundMethod::create(func, instance)
+    })
+}
 
 /// `tp_getattro`: our own attributes, then the cached function's.
 unsafe extern "C" fn getattro(
@@ -405,6 +446,7 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
         methods,
         getset,
         slots: vec![
+            slot(ffi::Py_tp_new, new as *mut c_void),
             slot(ffi::Py_tp_getattro, getattro as *mut c_void),
             slot(ffi::Py_tp_richcompare, richcompare as *mut c_void),
             slot(ffi::Py_tp_hash, hash as *mut c_void),

@@ -225,7 +225,6 @@ impl TypeCell {
             flags: (ffi::Py_TPFLAGS_DEFAULT
                 | ffi::Py_TPFLAGS_HAVE_GC
                 | ffi::Py_TPFLAGS_HAVE_VECTORCALL
-                | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION
                 | flags) as _,
             slots: slots.leak().as_mut_ptr(),
         }));
@@ -1114,6 +1113,12 @@ keyed_method!(
     cache_refresh => refresh
 );
 
+/// Whether `obj` is a cached function.
+pub(super) fn is_cached(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: reading a valid object's type pointer.
+    CACHED_TYPE.made() == Some(unsafe { ffi::Py_TYPE(obj) })
+}
+
 /// `_served_by_flight()`: an async call got its value from another task's flight, so its
 /// miss counts as a hit (`Backend::miss_to_hit`).
 ///
@@ -1381,7 +1386,7 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
     CACHED_TYPE.make(TypeParts {
         name: c"warp_cache._warp_cache.CachedFunction",
         basicsize: std::mem::size_of::<CachedObject>(),
-        flags: ffi::Py_TPFLAGS_METHOD_DESCRIPTOR,
+        flags: ffi::Py_TPFLAGS_METHOD_DESCRIPTOR | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
         gc: (dealloc, traverse, clear),
         members,
         methods,
