@@ -150,21 +150,10 @@ where
         self.put(hash, key, value, verdicts, now, expires_at, false)
     }
 
-    /// [`Store::insert`], but a live equal key gets the new value (and expiry) too.
-    pub fn replace(
-        &self,
-        hash: u64,
-        key: K,
-        value: V,
-        verdicts: &[Verdict],
-        now: u64,
-        expires_at: u64,
-    ) -> Insert<K, V> {
-        self.put(hash, key, value, verdicts, now, expires_at, true)
-    }
-
+    /// [`Store::insert`]; with `replace`, a live equal key gets the new value (and expiry)
+    /// too.
     #[allow(clippy::too_many_arguments)]
-    fn put(
+    pub fn put(
         &self,
         hash: u64,
         key: K,

@@ -289,7 +289,7 @@ fn replace_gives_a_live_key_a_new_value_and_insert_does_not() {
     put(&store, 1, 11, 0, u64::MAX);
     assert_eq!(get(&store, 1, 0), Some(10));
     assert!(matches!(
-        store.replace(spread_hash(1), 1, 12, &[], 0, 50),
+        store.put(spread_hash(1), 1, 12, &[], 0, 50, true),
         Insert::Done(Some((1, 10)))
     ));
     assert_eq!(get(&store, 1, 0), Some(12));

@@ -275,12 +275,10 @@ impl Backend for MemoryBackend {
         } = key;
         let (mut key, mut value) = (key.into_owned(), value.clone());
         for _ in 0..COMPARE_ROUNDS {
-            let insert = if replace {
-                MemoryStore::replace
-            } else {
-                MemoryStore::insert
-            };
-            match insert(&self.store, hash, key, value, &verdicts, now, expires_at) {
+            match self
+                .store
+                .put(hash, key, value, &verdicts, now, expires_at, replace)
+            {
                 Insert::Done(garbage) => {
                     // Dropped here, after the shard lock: finalizers may call back in.
                     drop(garbage);
