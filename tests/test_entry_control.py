@@ -553,6 +553,25 @@ def test_serve_stale_failed_refresh_keeps_serving_the_old_value(caplog):
     assert "backend down" in caplog.text
 
 
+def test_serve_stale_refresh_that_calls_itself_gets_the_stale_value(backend):
+    """Recursion inside a refresh: the nested call finds the entry stale and the key's
+    flight taken (by this very refresh), so it returns the old value instead of waiting."""
+    runs = []
+
+    @cache(backend=backend, ttl=0.05, serve_stale=30)
+    def f(x):
+        runs.append(x)
+        if len(runs) > 1:
+            return ["again", f(x)]
+        return ["first"]
+
+    assert f(1) == ["first"]
+    time.sleep(0.08)
+    assert f(1) == ["first"]
+    wait_for(lambda: peek_or_none(f, 1) == ["again", ["first"]])
+    assert len(runs) == 2
+
+
 def test_serve_stale_async(backend):
     calls = []
 
