@@ -370,6 +370,20 @@ def test_bound_method_pickles_and_rebinds_like_a_bound_method():
         type(a.get)(Repo.get)
 
 
+def test_classmethod_portable_spelling():
+    class Kind:
+        @classmethod
+        @cache()
+        def describe(cls, x):
+            return (cls.__name__, x)
+
+    Kind.describe(1)
+    cached = Kind.__dict__["describe"].__func__
+    assert cached.cache_peek(Kind, 1) == ("Kind", 1)
+    assert cached.cache_invalidate(Kind, 1) is True
+    assert cached.cache_info().current_size == 0
+
+
 def test_async_bound_method_forms():
     Repo.fetch.cache_clear()
     a = Repo("a")
