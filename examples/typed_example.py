@@ -75,6 +75,20 @@ def main() -> None:
     print("greetings:", greet_all(Greeter("Hello"), ["Ada", "Linus"]))
     print("user:", asyncio.run(user_name(7)))
 
+    # Per-entry control takes the function's own parameters.
+    assert_type(word_length.cache_invalidate("warp"), bool)
+    word_length.cache_set(4, "warp")
+    assert_type(word_length.cache_peek("warp"), int)
+    assert_type(word_length.cache_refresh("warp"), int)
+    assert_type(lookup.cache_peek("two"), int | None)
+    greeter = Greeter("Hi")
+    greeter.greet.cache_set("Hi there, Ada!", "Ada")
+    assert_type(greeter.greet.cache_peek("Ada"), str)
+    assert_type(greeter.greet.cache_invalidate("Ada"), bool)
+    fetch_user.cache_set({"id": "7", "name": "preset"}, 7)
+    assert_type(fetch_user.cache_peek(7), dict[str, str])
+    print("refreshed:", asyncio.run(fetch_user.cache_refresh(7)))
+
     info: CacheInfo = word_length.cache_info()
     hits: int = info.hits
     print("word_length:", info, "hits:", hits)

@@ -70,6 +70,35 @@ fn lookup_racing_an_insert_sees_nothing_or_the_value() {
     });
 }
 
+/// `remove` (`cache_invalidate`) moves the last occupied slot into the hole it makes:
+/// lookups racing it, of the moved key and of the removed one, see the right value or
+/// nothing, never another key's; afterwards the moved key is still there.
+#[test]
+fn lookups_racing_a_remove_that_moves_the_last_slot() {
+    model(2, || {
+        let region = tiny_region();
+        let processes = Processes::new(2);
+        let main = processes.owner(2);
+        assert!(insert(&region, b"p", &main));
+        assert!(insert(&region, b"q", &main));
+        let remover = {
+            let region = Arc::clone(&region);
+            let owner = processes.owner(1);
+            thread::spawn(move || {
+                let removed = region.engine().remove(b"p", 0, &owner);
+                assert_eq!(removed, Ok(Some(true)));
+            })
+        };
+        lookup(&region, b"q");
+        lookup(&region, b"p");
+        remover.join().unwrap();
+        assert!(!lookup(&region, b"p"));
+        assert!(lookup(&region, b"q"), "the moved entry was lost");
+        assert_eq!(len(&region), 1);
+        region.check_invariants();
+    });
+}
+
 #[test]
 fn lookup_racing_an_eviction_of_its_key() {
     model(2, || {

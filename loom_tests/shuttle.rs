@@ -103,7 +103,7 @@ fn die(region: &HeapRegion, owner: &impl LockOwner, rng: &mut impl Rng) {
 }
 
 /// Four processes, each with its own layout and engine over one region, run mixed
-/// operations; one of them dies at a random step, perhaps holding the lock mid-write. No
+/// operations (lookups, inserts, removals, clears); one of them dies at a random step, perhaps holding the lock mid-write. No
 /// lookup ever returns a wrong value, the size bound holds throughout, the survivors take
 /// the lock over, and the region ends consistent.
 #[test]
@@ -137,9 +137,12 @@ fn processes_share_a_region_and_one_dies_at_a_random_step() {
                             return;
                         }
                         let key = rng.gen_range(0..KEYS);
-                        match rng.gen_range(0..20) {
+                        match rng.gen_range(0..22) {
                             0 => {
                                 engine.clear(&owner).expect("never stale");
+                            }
+                            20..=21 => {
+                                engine.remove(&[key], 0, &owner).expect("never stale");
                             }
                             1..=2 => {
                                 let info = engine.info().expect("never stale");
@@ -182,7 +185,8 @@ fn processes_share_a_region_and_one_dies_at_a_random_step() {
 
 type U64Store = Store<u64, u64, RwLock<Shard<u64, u64>>>;
 
-/// Four threads of gets, inserts and clears on a two-shard memory store of four entries.
+/// Four threads of gets, inserts, removals and clears on a two-shard memory store of four
+/// entries.
 #[test]
 fn threads_share_a_memory_store() {
     check(|| {
@@ -196,8 +200,9 @@ fn threads_share_a_memory_store() {
                         let key: u64 = rng.gen_range(0..8);
                         // Keys spread over both shards by their top hash bit.
                         let hash = key.rotate_right(1);
-                        match rng.gen_range(0..20) {
+                        match rng.gen_range(0..22) {
                             0 => drop(store.clear()),
+                            20..=21 => drop(store.remove(hash, &key, &[], 0)),
                             1..=9 => match store.insert(hash, key, key * 7, &[], 0, u64::MAX) {
                                 Insert::Done(_) | Insert::NotCached(..) => {}
                                 Insert::Undecided(..) => unreachable!("u64 keys decide"),

@@ -34,9 +34,8 @@ def run_py(code: str, *args: str, timeout: float = 60) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# A cached function that one thread of the parent is inside of (it waits for `release`)
-# while the main thread forks. Children never wait in it; `runs` records the pids it ran in.
-PRELUDE = """
+# Imports, the backend (argv[1]), and `wait_child(pid)`: a forked child's exit code.
+FORKING = """
 import json, os, sys, threading, time, warnings
 from warp_cache import cache
 
@@ -45,14 +44,6 @@ BACKEND = sys.argv[1]
 PARENT = os.getpid()
 entered, release = threading.Event(), threading.Event()
 runs = []
-
-@cache(backend=BACKEND, max_size=64)
-def slow(x):
-    runs.append(os.getpid())
-    if os.getpid() == PARENT:
-        entered.set()
-        release.wait()
-    return x * 10
 
 def wait_child(pid, seconds=20):
     # The child's exit code, or "hung" (then killed) after `seconds`.
@@ -65,11 +56,26 @@ def wait_child(pid, seconds=20):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return "hung"
+"""
+
+# A cached function that one thread of the parent is inside of (it waits for `release`)
+# while the main thread forks. Children never wait in it; `runs` records the pids it ran in.
+PRELUDE = (
+    FORKING
+    + """
+@cache(backend=BACKEND, max_size=64)
+def slow(x):
+    runs.append(os.getpid())
+    if os.getpid() == PARENT:
+        entered.set()
+        release.wait()
+    return x * 10
 
 leader = threading.Thread(target=slow, args=(1,), daemon=True)
 leader.start()
 entered.wait()
 """
+)
 
 
 @needs_fork
@@ -89,6 +95,50 @@ print(json.dumps({"child": status, "parent": slow(1), "runs": len(runs)}))
 """
     )
     assert run_py(code, backend) == {"child": 0, "parent": 10, "runs": 1}
+
+
+@needs_fork
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_child_forked_during_a_stale_refresh_serves_stale_and_refreshes_on_its_own(backend):
+    # serve_stale: the parent's background refresh is stuck in `release.wait()` when the
+    # parent forks; the child has no such thread, so it claims the key and refreshes itself.
+    code = (
+        FORKING
+        + """
+@cache(backend=BACKEND, ttl=0.05, serve_stale=60)
+def stale(x):
+    runs.append(os.getpid())
+    if os.getpid() == PARENT and len(runs) > 1:
+        entered.set()
+        release.wait()
+    return len(runs)
+
+def settled(value):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if stale.cache_peek(1) == value:
+                return True
+        except KeyError:
+            pass
+        time.sleep(0.01)
+    return False
+
+first = stale(1)
+time.sleep(0.1)
+served = stale(1)  # stale: the refresh starts in a thread and waits for `release`
+entered.wait(10)
+pid = os.fork()
+if pid == 0:
+    # The parent's two runs, then the child's own refresh: 3.
+    ok = stale(1) == 1 and settled(3) and runs.count(os.getpid()) == 1
+    os._exit(0 if ok else 1)
+status = wait_child(pid)
+release.set()
+print(json.dumps({"child": status, "first": first, "served": served, "parent": settled(2)}))
+"""
+    )
+    assert run_py(code, backend) == {"child": 0, "first": 1, "served": 1, "parent": True}
 
 
 @needs_fork

@@ -15,6 +15,7 @@ pytest.importorskip("mypy", reason="mypy is not installed (pip install -r requir
 ROOT = Path(__file__).resolve().parent.parent
 TYPED_EXAMPLE = ROOT / "examples" / "typed_example.py"
 SHOULD_FAIL = ROOT / "tests" / "typing" / "should_fail.py"
+SHOULD_FAIL_ENTRY = ROOT / "tests" / "typing" / "should_fail_entry.py"
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +56,28 @@ def test_typed_example_passes_strict_mypy(run_mypy):
     assert "Success" in result.stdout
 
 
-def test_wrong_argument_type_is_reported(run_mypy):
-    result = run_mypy(SHOULD_FAIL)
+@pytest.mark.parametrize(
+    ("path", "line_start", "callee"),
+    [
+        (SHOULD_FAIL, 'double("not an int")', '"__call__"'),
+        # a bound method's per-entry method takes the parameters after self
+        (SHOULD_FAIL_ENTRY, "Repo().get.cache_invalidate(", '"cache_invalidate"'),
+    ],
+    ids=["call", "bound-entry-method"],
+)
+def test_wrong_argument_type_is_reported(run_mypy, path, line_start, callee):
+    result = run_mypy(path)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, output
     expected_line = next(
         number
-        for number, text in enumerate(SHOULD_FAIL.read_text().splitlines(), start=1)
-        if text.startswith('double("not an int")')
+        for number, text in enumerate(path.read_text().splitlines(), start=1)
+        if text.startswith(line_start)
     )
     assert re.search(
-        rf'should_fail\.py:{expected_line}: error: .*incompatible type "str"; expected "int"'
-        r"\s+\[arg-type\]",
+        rf"{path.name}:{expected_line}: error: .*{callee}.*"
+        r'incompatible type "str"; expected "int"\s+\[arg-type\]',
         errors[0],
     ), output

@@ -6,10 +6,13 @@ import contextvars
 import enum
 import functools
 import inspect
+import logging
 import math
 import os
 import pickle
 import sys
+import threading
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
@@ -77,6 +80,7 @@ class _Settings(NamedTuple):
     max_value_size: int
     version: str | int | None
     max_bytes: int | None = None
+    serve_stale: float | None = None
     url: str | None = None
     secret: bytes | None = None
 
@@ -89,14 +93,18 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def _check_ttl(ttl: object) -> float | None:
-    if ttl is None:
+def _check_seconds(name: str, value: object) -> float | None:
+    if value is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
-    if math.isnan(ttl) or ttl <= 0:
-        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-    return float(ttl)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def _check_ttl(ttl: object) -> float | None:
+    return _check_seconds("ttl", ttl)
 
 
 def _check_backend(backend: object) -> Backend:
@@ -176,6 +184,7 @@ def _validate(
     max_value_size: object,
     version: object = None,
     max_bytes: object = None,
+    serve_stale: object = None,
     url: object = None,
     secret: object = None,
 ) -> _Settings:
@@ -188,9 +197,14 @@ def _validate(
         max_value_size=_check_int("max_value_size", max_value_size, 1),
         version=_check_version(version),
         max_bytes=None if max_bytes is None else _check_int("max_bytes", max_bytes, 1),
+        serve_stale=_check_seconds("serve_stale", serve_stale),
         url=_check_url(url, checked),
         secret=_check_secret(secret, checked),
     )
+    if settings.serve_stale is not None and settings.ttl is None:
+        raise ValueError("serve_stale requires ttl: it is how long past ttl a value is served")
+    if settings.serve_stale is not None and checked is Backend.REDIS:
+        raise ValueError("serve_stale is not supported with backend='redis' (yet)")
     if settings.max_bytes is not None:
         if settings.backend is not Backend.SHARED:
             raise ValueError("max_bytes applies to backend='shared' only")
@@ -231,8 +245,11 @@ def _forget_flights() -> None:
     """In a forked child: new calls must not wait on the parent's flights, whose leaders
     may run on loops of threads the child does not have. Fresh tables, the old ones left
     untouched (a flight whose loop does run on here still lands for its own followers)."""
-    global _flights, _waiting
+    global _flights, _waiting, _refresh_jobs
     _flights, _waiting = {}, {}
+    # Stale refreshes the parent's threads were running: not here. Dropping their jobs
+    # lands their flights as "retry" without touching the parent's tables.
+    _refresh_jobs = set()
 
 
 if hasattr(os, "register_at_fork"):
@@ -250,9 +267,9 @@ def _would_deadlock(owner: object, task: object) -> bool:
     return True  # a cycle not through `task`: never recorded, but do not wait on it
 
 
-async def _compute(cached: Any, key: object, coro: Any) -> Any:
+async def _compute(cached: Any, key: object, coro: Any, replace: bool) -> Any:
     value = await coro
-    cached._store_result(key, value)
+    cached._store_result(key, value, replace)
     return value
 
 
@@ -266,8 +283,8 @@ _ACROSS_POLL = (0.001, 0.05)  # first and longest sleep between checks of anothe
 async def _across(cached: Any, key: object) -> tuple[bool, Any]:
     """Claims `key` on the cache's board of flights across processes, or waits (without
     blocking the loop) for the process that leads it. Returns (True, value) when another
-    process computed it, else (False, token): compute, then `_land_across(token, ...)`
-    (token None: no flight to land)."""
+    process computed it, else (False, token): compute, then land the flight with
+    `_across_land` (token None: no flight to land)."""
     import asyncio
 
     kind, payload = cached._across(key, None, _leading_across.get() > 0)
@@ -281,40 +298,60 @@ async def _across(cached: Any, key: object) -> tuple[bool, Any]:
     return False, payload if kind == 1 else None
 
 
-async def _compute_across(cached: Any, key: object, coro: Any, token: Any) -> Any:
-    """Awaits the coroutine as the leader of its flight across processes (if `token`)."""
-    if token is None:
-        return await _compute(cached, key, coro)
-    reset = _leading_across.set(_leading_across.get() + 1)
-    outcome = 3  # no value, unless the coroutine returns one
+async def _lead(
+    cached: Any,
+    name: object,
+    key: object,
+    coro: Any,
+    future: Any,
+    replace: bool,
+    token: Any = None,
+) -> Any:
+    """Runs the flight `name` (registered with `future`): awaits the coroutine, stores the
+    result (over a live entry if `replace`), and resolves the future for the followers.
+    With `token` it also leads the key's flight across processes, landed at the end."""
+    outcome = 3  # no value for other processes, unless one is stored below
     try:
         value = await coro
-        outcome = 1 if cached._store_result(key, value) else 2
-        return value
+        outcome = 1 if cached._store_result(key, value, replace) else 2
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # marks it retrieved: there may be no follower
+        raise
+    except BaseException:
+        future.set_result(_RETRY)  # cancelled or exiting: a follower takes over
+        raise
     finally:
-        _leading_across.reset(reset)
-        cached._across_land(key, token, outcome)
+        flight = _flights.get(name)
+        if flight is not None and flight.future is future:
+            del _flights[name]
+        if token is not None:
+            cached._across_land(key, token, outcome)
+    future.set_result(value)
+    return value
 
 
-async def _fill(cached: Any, key: object, coro: Any) -> Any:
+async def _fill(cached: Any, key: object, coro: Any, refresh: bool = False) -> Any:
     """Awaits a missed coroutine and caches its result (exceptions are not cached), or the
-    result of an equal call already under way on this event loop."""
+    result of an equal call already under way on this event loop. `refresh`
+    (`cache_refresh`): the result replaces a live entry, and a joined flight's result is
+    not counted as a hit."""
     import asyncio
 
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # driven by another framework: no single-flight
-        return await _compute(cached, key, coro)
+        return await _compute(cached, key, coro, refresh)
     task = asyncio.current_task(loop)
     if task is None:
-        return await _compute(cached, key, coro)
+        return await _compute(cached, key, coro, refresh)
     name = (id(cached), loop, key)
     started = False
     try:
         while (flight := _flights.get(name)) is not None:
             if _would_deadlock(flight.owner, task):
                 started = True
-                return await _compute(cached, key, coro)
+                return await _compute(cached, key, coro, refresh)
             _waiting[task] = flight.owner
             try:
                 # shield: a cancelled follower must not cancel the leader's future.
@@ -322,33 +359,113 @@ async def _fill(cached: Any, key: object, coro: Any) -> Any:
             finally:
                 _waiting.pop(task, None)  # gone if a fork came between
             if value is not _RETRY:
-                cached._served_by_flight()  # a hit: the function did not run for this call
+                if not refresh:
+                    cached._served_by_flight()  # a hit: the function did not run for it
                 return value
         future = loop.create_future()
-        flight = _Flight(future, task)
-        _flights[name] = flight
-        try:
-            served, token = await _across(cached, key)
+        _flights[name] = flight = _Flight(future, task)
+        token = None
+        if not refresh:  # a refresh computes whatever other processes do
+            try:
+                served, token = await _across(cached, key)
+            except BaseException:
+                future.set_result(_RETRY)  # a follower takes over
+                if _flights.get(name) is flight:
+                    del _flights[name]
+                raise
             if served:  # another process computed it (already counted as a hit)
-                value = token
-            else:
-                started = True
-                value = await _compute_across(cached, key, coro, token)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marks it retrieved: there may be no follower
-            raise
-        except BaseException:
-            future.set_result(_RETRY)  # cancelled or exiting: a follower takes over
-            raise
+                if _flights.get(name) is flight:
+                    del _flights[name]
+                future.set_result(token)
+                return token
+        started = True
+        if token is None:
+            return await _lead(cached, name, key, coro, future, refresh)
+        reset = _leading_across.set(_leading_across.get() + 1)
+        try:
+            return await _lead(cached, name, key, coro, future, refresh, token)
         finally:
-            if _flights.get(name) is flight:
-                del _flights[name]
-        future.set_result(value)
-        return value
+            _leading_across.reset(reset)
     finally:
         if not started:
             coro.close()
+
+
+_log = logging.getLogger("warp_cache")
+
+# Background refreshes of stale entries (serve_stale) under way: asyncio keeps only weak
+# references to tasks, and a thread's job must outlive the call that started it.
+_refresh_tasks: set[Any] = set()
+_refresh_jobs: set[Any] = set()
+
+
+def _refresh_failed(cached: Any) -> None:
+    name = getattr(cached, "__qualname__", repr(cached))
+    _log.warning(
+        "serve_stale: refreshing an entry of %s failed; its stale value is served until "
+        "ttl + serve_stale, and the next call in that window tries again",
+        name,
+        exc_info=True,
+    )
+
+
+def _refresh_stale(cached: Any, key: object, coro: Any) -> None:
+    """A coroutine function's entry was served stale: refresh it in a task of the running
+    event loop, unless a computation of that key is under way there (the claim and the
+    task's flight are made here, before any other task can run)."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # awaited outside asyncio: no refresh, the stale value stands
+        coro.close()
+        return
+    name = (id(cached), loop, key)
+    if name in _flights:
+        coro.close()
+        return
+    future = loop.create_future()
+
+    async def refresh() -> None:
+        try:
+            await _lead(cached, name, key, coro, future, True)
+        except Exception:
+            _refresh_failed(cached)
+
+    task = loop.create_task(refresh())
+    _flights[name] = _Flight(future, task)
+    _refresh_tasks.add(task)
+    task.add_done_callback(_refresh_tasks.discard)
+
+
+def _refresh_in_background(job: Any) -> None:
+    """Runs a stale entry's refresh (`job()`, which leads the key's flight) in a new daemon
+    thread. If no thread can be started, the job is dropped: its flight lands as "retry"
+    and a later stale call tries again."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            _refresh_failed(job.cached)
+        finally:
+            _refresh_jobs.discard(job)
+
+    _refresh_jobs.add(job)
+    try:
+        threading.Thread(target=run, name="warp_cache-refresh", daemon=True).start()
+    except RuntimeError:  # interpreter shutting down, or out of threads
+        _refresh_jobs.discard(job)
+
+
+def _bound_signature(bound: Any) -> inspect.Signature:
+    """A bound cached method's signature: that of a bound method of the function."""
+    return inspect.signature(types.MethodType(bound.__func__, bound.__self__))
+
+
+def _bound_reduce(bound: Any) -> tuple[Any, tuple[object, str]]:
+    """A bound cached method pickles as `getattr(instance, name)`, as a bound method does."""
+    return getattr, (bound.__self__, bound.__func__.__name__)
 
 
 def _mark_coroutine_function(wrapper: Any, func: Any) -> None:
@@ -409,6 +526,7 @@ def _make_shared(func: Any, settings: _Settings, fill: Any) -> Any:
         func,
         settings.max_size,
         settings.ttl,
+        settings.serve_stale,
         settings.max_key_size,
         settings.max_value_size,
         settings.max_bytes,
@@ -468,7 +586,7 @@ def _decorate(func: Any, settings: _Settings) -> Any:
         wrapper = _make_shared(func, settings, fill)
     else:
         wrapper = _warp_cache.make_memory_cache(
-            func, settings.max_size, settings.ttl, CacheInfo, _KW_MARK, fill
+            func, settings.max_size, settings.ttl, settings.serve_stale, CacheInfo, _KW_MARK, fill
         )
     functools.update_wrapper(wrapper, func)
     if is_async:
@@ -489,6 +607,7 @@ def cache(
     max_value_size: int = 4096,
     version: str | int | None = None,
     max_bytes: int | None = None,
+    serve_stale: float | None = None,
     url: str | None = None,
     secret: str | bytes | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
@@ -502,6 +621,7 @@ def cache(
     max_value_size: Any = 4096,
     version: Any = None,
     max_bytes: Any = None,
+    serve_stale: Any = None,
     url: Any = None,
     secret: Any = None,
 ) -> Any:
@@ -511,18 +631,16 @@ def cache(
     are checked here, at decoration time. ``version`` is part of a shared cache's identity:
     bump it for what the cache cannot see (other modules, files, the environment).
     ``max_bytes`` (shared backend) bounds the serialized key and value bytes held; by
-    default ``max_size * (max_key_size + max_value_size)``. ``url`` and ``secret``
+    default ``max_size * (max_key_size + max_value_size)``. ``serve_stale`` (seconds,
+    needs ``ttl``): that long past ``ttl`` a call returns the expired value at once while
+    one caller per process refreshes it in the background. ``url`` and ``secret``
     (backend="redis") name the server and the key that authenticates its values; without a
     secret, pickled values read from Redis are trusted (see docs/redis-backend.md).
     """
+    rest = (backend, max_key_size, max_value_size, version, max_bytes, serve_stale, url, secret)
     if callable(max_size) and not isinstance(max_size, int):
-        settings = _validate(
-            128, ttl, backend, max_key_size, max_value_size, version, max_bytes, url, secret
-        )
-        return _decorate(max_size, settings)
-    settings = _validate(
-        max_size, ttl, backend, max_key_size, max_value_size, version, max_bytes, url, secret
-    )
+        return _decorate(max_size, _validate(128, ttl, *rest))
+    settings = _validate(max_size, ttl, *rest)
 
     def decorator(func: Any) -> Any:
         return _decorate(func, settings)

@@ -805,12 +805,16 @@ class RedisTier:
         this tier; its `cache_clear` and `cache_info` are this tier's."""
         loader = self.load_async if is_async else self.load
         near = make_memory_cache(
-            loader, self.max_size, self.ttl, info_type, self._kw_mark, async_fill
+            loader, self.max_size, self.ttl, None, info_type, self._kw_mark, async_fill
         )
         self.near = near
         # Instance attributes win over the type's methods: fleet-wide clear, remote fields.
         near.cache_clear = self.cache_clear
         near.cache_info = self.cache_info
+        # Per-entry control would act on this host's near cache only: refused until it is
+        # fleet-wide.
+        for name in ("cache_invalidate", "cache_peek", "cache_set", "cache_refresh"):
+            setattr(near, name, _not_fleet_wide(name))
         near._redis_tier = self
         if self._identity is not None:
             self.link()  # track now, so that the first calls can already stay near
@@ -868,3 +872,13 @@ def _decode(data: bytes) -> object:
     from warp_cache import _warp_cache
 
     return _warp_cache.codec_decode(data, pickle.loads)
+
+
+def _not_fleet_wide(name: str) -> Callable[..., Any]:
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise NotImplementedError(
+            f"{name}() is not supported with backend='redis' yet: it would act on this "
+            "host's near cache only (cache_clear() is fleet-wide)"
+        )
+
+    return refuse

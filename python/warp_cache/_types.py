@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from warp_cache._api import CacheInfo
@@ -11,9 +11,37 @@ P = ParamSpec("P")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
 S = TypeVar("S")
+T = TypeVar("T")
 
 
-class CachedFunction(Generic[P, R]):
+class _EntryControl(Generic[P, R]):
+    """Per-entry methods, keyed like a call with the same arguments. For a coroutine
+    function (R a coroutine of T), entries hold T: `cache_peek` returns it and `cache_set`
+    takes it, while `cache_refresh` returns an awaitable like a call."""
+
+    def cache_invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    @overload
+    def cache_peek(
+        self: _EntryControl[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
+    @overload
+    def cache_peek(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def cache_peek(self, *args: Any, **kwargs: Any) -> Any: ...
+    @overload
+    def cache_set(
+        self: _EntryControl[P, Coroutine[Any, Any, T]],
+        value: T,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None: ...
+    @overload
+    def cache_set(self, value: R, /, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    def cache_set(self, value: Any, /, *args: Any, **kwargs: Any) -> None: ...
+    def cache_refresh(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+class CachedFunction(_EntryControl[P, R]):
     """A function wrapped by `warp_cache.cache`: same parameters and result type."""
 
     __wrapped__: Callable[P, R]
@@ -32,7 +60,13 @@ class CachedFunction(Generic[P, R]):
     def __get__(self, instance: Any, owner: type[Any]) -> Any: ...
 
 
-class BoundCachedFunction(Generic[P, R]):
-    """A cached method bound to an instance."""
+class BoundCachedFunction(_EntryControl[P, R]):
+    """A cached method bound to an instance: the per-entry methods take the arguments
+    after `self` and act on that instance's entries."""
+
+    __self__: Any
+    __func__: CachedFunction[..., R]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def cache_info(self) -> CacheInfo: ...
+    def cache_clear(self) -> None: ...

@@ -137,6 +137,11 @@ impl<K: CacheKey + Clone, V: Clone> Shard<K, V> {
         self.entry(i).value.clone()
     }
 
+    /// The value of live slot `i`, leaving its visited bit as it is.
+    pub(crate) fn value(&self, i: u32) -> V {
+        self.entry(i).value.clone()
+    }
+
     /// Gives slot `i` a new value (and expiry), returning the old value to drop later.
     pub(crate) fn replace_value(&mut self, i: u32, value: V, expires_at: u64) -> V {
         let entry = self.slots[i as usize]

@@ -36,11 +36,15 @@ pub enum Insert<K, V> {
     NotCached(K, V),
 }
 
-/// Result of [`Store::remove`]. What it hands back is dropped by the caller, after the lock.
+/// Result of [`Store::remove`]. What it hands back must be dropped by the caller, after
+/// the shard lock is released.
 pub enum Remove<K, V> {
-    /// The entry that was removed, or `None` when no equal key was stored.
-    Done(Option<(K, V)>),
-    /// Decide these candidates and retry with the verdicts added.
+    /// Taken out: the entry, and whether it was live at `now` (not expired).
+    Removed((K, V), bool),
+    /// No equal key.
+    Absent,
+    /// Compare these with the key outside any lock, then call `remove` again with the
+    /// verdicts added.
     Undecided(Vec<Candidate<K>>),
 }
 
@@ -104,12 +108,25 @@ where
     }
 
     /// Looks `key` up under a shared lock. `hash` must be well spread (see `spread_hash`).
+    /// A hit sets the entry's visited bit.
     #[inline(always)]
     pub fn get(&self, hash: u64, key: &K, verdicts: &[Verdict], now: u64) -> Get<K, V> {
+        self.look(hash, key, verdicts, now, true)
+    }
+
+    /// [`Store::get`] that leaves the visited bit alone: reading an entry this way does not
+    /// keep it from being evicted.
+    pub fn peek(&self, hash: u64, key: &K, verdicts: &[Verdict], now: u64) -> Get<K, V> {
+        self.look(hash, key, verdicts, now, false)
+    }
+
+    #[inline(always)]
+    fn look(&self, hash: u64, key: &K, verdicts: &[Verdict], now: u64, visit: bool) -> Get<K, V> {
         let mut undecided = Vec::new();
         let shard = self.shard_of(hash).read();
         match shard.probe(hash, key, verdicts, now, &mut undecided) {
-            Probe::Found(i, true) => Get::Hit(shard.hit(i)),
+            Probe::Found(i, true) if visit => Get::Hit(shard.hit(i)),
+            Probe::Found(i, true) => Get::Hit(shard.value(i)),
             Probe::Found(_, false) => Get::Miss,
             Probe::Absent if undecided.is_empty() => Get::Miss,
             Probe::Absent => {
@@ -119,7 +136,8 @@ where
         }
     }
 
-    /// Stores `key -> value`, living until `expires_at` (`u64::MAX`: forever).
+    /// Stores `key -> value`, living until `expires_at` (`u64::MAX`: forever). An equal key
+    /// that is live at `now` keeps its value.
     pub fn insert(
         &self,
         hash: u64,
@@ -129,6 +147,22 @@ where
         now: u64,
         expires_at: u64,
     ) -> Insert<K, V> {
+        self.put(hash, key, value, verdicts, now, expires_at, false)
+    }
+
+    /// [`Store::insert`]; with `replace`, a live equal key gets the new value (and expiry)
+    /// too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        verdicts: &[Verdict],
+        now: u64,
+        expires_at: u64,
+        replace: bool,
+    ) -> Insert<K, V> {
         if self.max_size == 0 {
             return Insert::NotCached(key, value);
         }
@@ -137,8 +171,8 @@ where
         for _ in 0..INSERT_ATTEMPTS {
             let mut shard = self.shard_of(hash).write();
             match shard.probe(hash, &key, verdicts, now, &mut undecided) {
-                Probe::Found(_, true) => return Insert::Done(Some((key, value))),
-                Probe::Found(i, false) => {
+                Probe::Found(_, true) if !replace => return Insert::Done(Some((key, value))),
+                Probe::Found(i, _) => {
                     let old = shard.replace_value(i, value, expires_at);
                     return Insert::Done(Some((key, old)));
                 }
@@ -184,17 +218,17 @@ where
         }
     }
 
-    /// Removes the entry of `key` (live or expired), freeing its unit of the size budget.
-    pub fn remove(&self, hash: u64, key: &K, verdicts: &[Verdict]) -> Remove<K, V> {
+    /// Takes `key`'s entry out, live or expired.
+    pub fn remove(&self, hash: u64, key: &K, verdicts: &[Verdict], now: u64) -> Remove<K, V> {
         let mut undecided = Vec::new();
         let mut shard = self.shard_of(hash).write();
-        match shard.probe(hash, key, verdicts, 0, &mut undecided) {
-            Probe::Found(i, _) => {
-                let removed = shard.remove(i);
+        match shard.probe(hash, key, verdicts, now, &mut undecided) {
+            Probe::Found(i, live) => {
+                let entry = shard.remove(i);
                 self.len.fetch_sub(1, Ordering::AcqRel);
-                Remove::Done(Some(removed))
+                Remove::Removed(entry, live)
             }
-            Probe::Absent if undecided.is_empty() => Remove::Done(None),
+            Probe::Absent if undecided.is_empty() => Remove::Absent,
             Probe::Absent => {
                 drop(shard);
                 Remove::Undecided(undecided)

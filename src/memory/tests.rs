@@ -115,15 +115,14 @@ fn remove_takes_one_entry_and_frees_its_budget() {
     for k in 0..3 {
         put(&store, k, k * 10, 0, u64::MAX);
     }
-    let removed = match store.remove(spread_hash(1), &1, &[]) {
-        Remove::Done(removed) => removed,
-        Remove::Undecided(_) => unreachable!("u64 keys are always decidable"),
-    };
-    assert_eq!(removed, Some((1, 10)));
+    assert!(matches!(
+        store.remove(spread_hash(1), &1, &[], 0),
+        Remove::Removed((1, 10), true)
+    ));
     assert_eq!(get(&store, 1, 0), None);
     assert!(matches!(
-        store.remove(spread_hash(1), &1, &[]),
-        Remove::Done(None)
+        store.remove(spread_hash(1), &1, &[], 0),
+        Remove::Absent
     ));
     // The freed unit takes a new key without evicting the others.
     put(&store, 7, 70, 0, u64::MAX);
@@ -256,5 +255,72 @@ fn hammer<L: ShardLock<Shard<u64, u64>> + Send + Sync + 'static>(store: Arc<Stor
     for t in threads {
         t.join().unwrap();
     }
+    store.check_invariants();
+}
+
+#[test]
+fn remove_takes_one_entry_out_and_tells_whether_it_was_live() {
+    let store = U64Store::new(8, 1);
+    put(&store, 1, 10, 0, u64::MAX);
+    put(&store, 2, 20, 0, 5);
+    put(&store, 3, 30, 0, u64::MAX);
+    assert!(matches!(
+        store.remove(spread_hash(1), &1, &[], 0),
+        Remove::Removed((1, 10), true)
+    ));
+    assert!(matches!(
+        store.remove(spread_hash(2), &2, &[], 9),
+        Remove::Removed((2, 20), false)
+    ));
+    assert!(matches!(
+        store.remove(spread_hash(1), &1, &[], 0),
+        Remove::Absent
+    ));
+    assert_eq!(store.len(), 1);
+    assert_eq!(get(&store, 3, 0), Some(30));
+    store.check_invariants();
+    // The freed budget is usable again.
+    for k in 10..17 {
+        put(&store, k, k, 0, u64::MAX);
+    }
+    assert_eq!(store.len(), 8);
+    store.check_invariants();
+}
+
+#[test]
+fn peek_leaves_the_visited_bit_so_the_entry_is_evicted_first() {
+    let store = U64Store::new(2, 1);
+    put(&store, 1, 10, 0, u64::MAX);
+    put(&store, 2, 20, 0, u64::MAX);
+    assert!(matches!(
+        store.peek(spread_hash(1), &1, &[], 0),
+        Get::Hit(10)
+    ));
+    put(&store, 3, 30, 0, u64::MAX);
+    assert_eq!(
+        get(&store, 1, 0),
+        None,
+        "a peeked entry has no second chance"
+    );
+    assert_eq!(get(&store, 2, 0), Some(20));
+}
+
+#[test]
+fn replace_gives_a_live_key_a_new_value_and_insert_does_not() {
+    let store = U64Store::new(4, 1);
+    put(&store, 1, 10, 0, u64::MAX);
+    put(&store, 1, 11, 0, u64::MAX);
+    assert_eq!(get(&store, 1, 0), Some(10));
+    assert!(matches!(
+        store.put(spread_hash(1), 1, 12, &[], 0, 50, true),
+        Insert::Done(Some((1, 10)))
+    ));
+    assert_eq!(get(&store, 1, 0), Some(12));
+    assert_eq!(
+        get(&store, 1, 60),
+        None,
+        "the replaced value has the new expiry"
+    );
+    assert_eq!(store.len(), 1);
     store.check_invariants();
 }

@@ -7,9 +7,11 @@
 //! `functools.update_wrapper` can give it `__name__`, `__doc__`, `__wrapped__` and the rest.
 
 use super::awaitable::ReadyValue;
+use super::bound::BoundMethod;
 use super::flight::{FlightKey, Flights, Lead, Turn};
 use super::memory_backend::MemoryBackend;
 use super::object::{ErrSet, PyObj, PyResult};
+use super::refresh::RefreshJob;
 #[cfg(unix)]
 use super::shared_backend::SharedBackend;
 use super::stack::Descent;
@@ -56,8 +58,22 @@ pub trait Backend {
     /// A call's key, with whatever the lookup learnt that the insert can reuse.
     type Key;
 
-    /// Builds the key of a vectorcall's arguments and looks it up, counting a hit or a
-    /// miss: the cached value, or the key to compute it under.
+    /// Builds the key of a vectorcall's arguments: the one a call with them looks up (the
+    /// per-entry methods use it, so their key rules are a call's).
+    ///
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
+    unsafe fn call_key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Self::Key>;
+
+    /// Builds the key of a vectorcall's arguments ([`Backend::call_key`]) and looks it up,
+    /// counting a hit or a miss: the cached value, or the key to compute it under. With
+    /// `serve_stale`, an entry expired less than that ago is [`Lookup::Stale`] (a hit).
     ///
     /// # Safety
     /// The arguments are as the vectorcall protocol delivers them.
@@ -78,6 +94,11 @@ pub trait Backend {
     unsafe fn key_from_words(words: [usize; 2]) -> Self::Key;
     /// Looks a key up again (a flight leader's second look), counting a hit or a miss.
     fn lookup(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
+    /// The value live under `key`, counting nothing and leaving the entry's visited bit
+    /// (`cache_peek`).
+    fn peek(&self, key: &mut Self::Key) -> PyResult<Option<PyObj>>;
+    /// Removes `key`'s entry; true if it was live (`cache_invalidate`).
+    fn invalidate(&self, key: Self::Key) -> PyResult<bool>;
     /// Takes back the miss this thread's last lookup counted; false (nothing done) where
     /// the backend cannot.
     fn uncount_miss(&self) -> bool;
@@ -91,11 +112,12 @@ pub trait Backend {
     fn flights(&self) -> &Flights<Self::FlightKey>;
     /// The flight key and its hash for a call's key.
     fn flight_key(&self, key: &Self::Key) -> (Self::FlightKey, u64);
-    /// Caches `value` under `key`.
-    fn store(&self, key: Self::Key, value: &PyObj) -> PyResult<()>;
+    /// Caches `value` under `key`. A live equal entry keeps its value unless `replace`
+    /// (a refresh or `cache_set`); the shared backend always replaces.
+    fn store(&self, key: Self::Key, value: &PyObj, replace: bool) -> PyResult<()>;
     /// [`Backend::store`], telling whether the value is cached now.
-    fn store_reporting(&self, key: Self::Key, value: &PyObj) -> PyResult<bool> {
-        self.store(key, value).map(|()| true)
+    fn store_reporting(&self, key: Self::Key, value: &PyObj, replace: bool) -> PyResult<bool> {
+        self.store(key, value, replace).map(|()| true)
     }
     /// A call that leads its key's flight in this process, before it computes: the value
     /// if another process computed it meanwhile (counted as a hit), else `None`: compute.
@@ -129,7 +151,7 @@ pub trait Backend {
     /// Ends a computed miss: caches the value, if any, and (`led`: the call led its key's
     /// flight) ends whatever [`Backend::lead_across`] began.
     fn finish(&self, key: Self::Key, result: PyResult<PyObj>, _led: bool) -> PyResult<PyObj> {
-        result.and_then(|value| self.store(key, &value).map(|()| value))
+        result.and_then(|value| self.store(key, &value, false).map(|()| value))
     }
     /// The key as an object, to hand to the async fill helper.
     fn key_object(&self, key: Self::Key) -> PyResult<PyObj>;
@@ -154,6 +176,9 @@ pub enum Lookup<K> {
     Hit(PyObj),
     /// Not cached: the key to compute the value under.
     Miss(K),
+    /// Expired less than `serve_stale` ago: the value to return now, and the key to
+    /// refresh it under.
+    Stale(PyObj, K),
 }
 
 /// The object layout. Pointer fields are owned references, NULL after `tp_clear`.
@@ -179,7 +204,94 @@ unsafe impl Send for TypePtr {}
 // SAFETY: as above.
 unsafe impl Sync for TypePtr {}
 
-static CACHED_TYPE: OnceLock<TypePtr> = OnceLock::new();
+/// A heap type of this module, made once at import.
+pub(super) struct TypeCell(OnceLock<TypePtr>);
+
+impl TypeCell {
+    pub(super) const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The type, once made.
+    pub(super) fn made(&self) -> Option<*mut ffi::PyTypeObject> {
+        self.0.get().map(|tp| tp.0)
+    }
+
+    /// The type; instances are only made after the module's import made it.
+    pub(super) fn get(&self) -> *mut ffi::PyTypeObject {
+        self.made().expect("type initialised at module import")
+    }
+
+    /// Makes the type of `parts` (adding the tables' terminating entries, `tp_call` by
+    /// vectorcall and the GC slots). Everything the spec points to is leaked: a type lives
+    /// as long as the process.
+    pub(super) fn make(&self, parts: TypeParts) -> PyResult<*mut ffi::PyObject> {
+        let TypeParts {
+            name,
+            basicsize,
+            flags,
+            gc: (dealloc, traverse, clear),
+            mut members,
+            mut methods,
+            mut getset,
+            mut slots,
+        } = parts;
+        // SAFETY: an all-zero PyMemberDef is the documented sentinel.
+        members.push(unsafe { std::mem::zeroed() });
+        methods.push(ffi::PyMethodDef::zeroed());
+        getset.push(ffi::PyGetSetDef::default());
+        slots.extend([
+            slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+            slot(ffi::Py_tp_traverse, traverse as *mut c_void),
+            slot(ffi::Py_tp_clear, clear as *mut c_void),
+            slot(ffi::Py_tp_call, ffi::PyVectorcall_Call as *mut c_void),
+            slot(
+                ffi::Py_tp_members,
+                members.leak().as_mut_ptr() as *mut c_void,
+            ),
+            slot(
+                ffi::Py_tp_methods,
+                methods.leak().as_mut_ptr() as *mut c_void,
+            ),
+            slot(ffi::Py_tp_getset, getset.leak().as_mut_ptr() as *mut c_void),
+            slot(0, ptr::null_mut()),
+        ]);
+        let spec = Box::leak(Box::new(ffi::PyType_Spec {
+            name: name.as_ptr(),
+            basicsize: basicsize as c_int,
+            itemsize: 0,
+            flags: (ffi::Py_TPFLAGS_DEFAULT
+                | ffi::Py_TPFLAGS_HAVE_GC
+                | ffi::Py_TPFLAGS_HAVE_VECTORCALL
+                | flags) as _,
+            slots: slots.leak().as_mut_ptr(),
+        }));
+        // SAFETY: the spec and everything it points to are leaked, so they live forever.
+        let tp = unsafe { ffi::PyType_FromSpec(spec) };
+        if tp.is_null() {
+            return Err(ErrSet);
+        }
+        let _ = self.0.set(TypePtr(tp as *mut ffi::PyTypeObject));
+        Ok(tp)
+    }
+}
+
+/// What a heap type of this module is made of ([`TypeCell::make`]).
+pub(super) struct TypeParts {
+    pub name: &'static std::ffi::CStr,
+    pub basicsize: usize,
+    /// Type flags besides the ones every such type has.
+    pub flags: std::ffi::c_ulong,
+    /// `tp_dealloc`, `tp_traverse` and `tp_clear`.
+    pub gc: (ffi::destructor, ffi::traverseproc, ffi::inquiry),
+    pub members: Vec<ffi::PyMemberDef>,
+    pub methods: Vec<ffi::PyMethodDef>,
+    pub getset: Vec<ffi::PyGetSetDef>,
+    /// Other slots.
+    pub slots: Vec<ffi::PyType_Slot>,
+}
+
+static CACHED_TYPE: TypeCell = TypeCell::new();
 
 /// Arguments of [`CachedObject::create`].
 pub struct Settings {
@@ -193,10 +305,7 @@ pub struct Settings {
 impl CachedObject {
     /// Makes a cached callable. Must run after [`init_type`].
     pub fn create(settings: Settings) -> PyResult<PyObj> {
-        let tp = CACHED_TYPE
-            .get()
-            .expect("type initialised at module import")
-            .0;
+        let tp = CACHED_TYPE.get();
         // SAFETY: `tp` is our heap type; GenericAlloc zero-fills the whole object (so every
         // pointer is NULL until set below) and starts GC tracking.
         let obj = unsafe { PyObj::from_owned(ffi::PyType_GenericAlloc(tp, 0))? };
@@ -262,6 +371,12 @@ impl CachedObject {
             Lookup::Hit(value) if self.async_fill.is_null() => return Ok(Found::Done(value)),
             Lookup::Hit(value) => return ReadyValue::wrap(value).map(Found::Done),
             Lookup::Miss(key) => key,
+            Lookup::Stale(value, key) => {
+                // SAFETY: forwarded vectorcall arguments, as the caller promises.
+                let result =
+                    unsafe { self.serve_stale(backend, value, key, args, nargsf, kwnames) };
+                return result.map(Found::Done);
+            }
         };
         if !self.async_fill.is_null() {
             // SAFETY: forwarded vectorcall arguments, as the caller promises.
@@ -313,19 +428,216 @@ impl CachedObject {
         call_owned(self.async_fill, &fill_args, &[])
     }
 
-    /// `_store_result(key, value)` for one backend: whether the value is cached now.
+    /// `_store_result(key, value, replace)` for one backend: whether the value is cached now.
     fn store_result_with<B: Backend>(
         &self,
         backend: &B,
         key: *mut ffi::PyObject,
         value: *mut ffi::PyObject,
+        replace: bool,
     ) -> PyResult<bool> {
         // SAFETY: `key` and `value` are argument objects alive for the whole method call.
         let key = unsafe { backend.key_from_object(key, self.kw_mark)? };
         // SAFETY: as above.
         let value = unsafe { PyObj::from_borrowed(value) };
-        backend.store_reporting(key, &value)
+        backend.store_reporting(key, &value, replace)
     }
+
+    /// A call that found its entry expired less than `serve_stale` ago: returns the stale
+    /// value at once, and starts one refresh of the entry unless one is under way. Plain
+    /// functions claim the key's flight (atomically: one of the threads that find the
+    /// entry stale at once wins) and hand it to a background thread
+    /// ([`super::refresh::RefreshJob`]); coroutine functions refresh in a task of the
+    /// caller's event loop, claimed in that loop's flights (`_api._refresh_stale`).
+    ///
+    /// # Safety
+    /// As for [`CachedObject::call`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn serve_stale<B: Backend>(
+        &self,
+        backend: &B,
+        value: PyObj,
+        key: B::Key,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
+        if !self.async_fill.is_null() {
+            // SAFETY: forwarded vectorcall arguments; this only makes the coroutine.
+            let coro = unsafe { self.call_function(args, nargsf, kwnames)? };
+            let key = backend.key_object(key)?;
+            let helper = api_helper(&REFRESH_STALE_ASYNC)?;
+            call_owned(helper, &[self.as_ptr(), key.as_ptr(), coro.as_ptr()], &[])?;
+            return ReadyValue::wrap(value);
+        }
+        let (flight_key, hash) = backend.flight_key(&key);
+        if let Some(lead) = backend.flights().try_lead(flight_key, hash)? {
+            // SAFETY: forwarded vectorcall arguments; the job keeps its own references.
+            let job = unsafe {
+                RefreshJob::create::<B>(self.as_ptr(), key, lead, args, nargsf, kwnames)?
+            };
+            call_owned(api_helper(&REFRESH_IN_BACKGROUND)?, &[job.as_ptr()], &[])?;
+        }
+        Ok(value)
+    }
+
+    /// This object as a plain object pointer (borrowed).
+    fn as_ptr(&self) -> *mut ffi::PyObject {
+        self as *const Self as *mut ffi::PyObject
+    }
+
+    /// Calls the function now and stores its result over any live entry, then lands
+    /// `lead` (if any) with the result: `cache_refresh`, and a stale entry's refresh.
+    ///
+    /// # Safety
+    /// The arguments are as the vectorcall protocol delivers them.
+    pub(super) unsafe fn compute_replacing<B: Backend>(
+        &self,
+        backend: &B,
+        key: B::Key,
+        lead: Option<Lead<'_, B::FlightKey>>,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<PyObj> {
+        // SAFETY: as the caller promises.
+        let result = unsafe { self.call_function(args, nargsf, kwnames) };
+        land(
+            result.and_then(|value| backend.store(key, &value, true).map(|()| value)),
+            lead,
+        )
+    }
+
+    /// `cache_invalidate` for one backend.
+    ///
+    /// # Safety
+    /// `call` holds valid arguments.
+    unsafe fn invalidate<B: Backend>(&self, backend: &B, call: CallArgs) -> PyResult<PyObj> {
+        // SAFETY: as the caller promises.
+        let removed = backend.invalidate(unsafe { call.key(backend, self.kw_mark)? })?;
+        // SAFETY: True and False are always valid objects.
+        Ok(unsafe {
+            PyObj::from_borrowed(if removed {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            })
+        })
+    }
+
+    /// `cache_peek` for one backend.
+    ///
+    /// # Safety
+    /// `call` holds valid arguments.
+    unsafe fn peek<B: Backend>(&self, backend: &B, call: CallArgs) -> PyResult<PyObj> {
+        // SAFETY: as the caller promises.
+        let mut key = unsafe { call.key(backend, self.kw_mark)? };
+        backend.peek(&mut key)?.ok_or_else(|| {
+            // SAFETY: a valid exception type and a C string.
+            unsafe {
+                ffi::PyErr_SetString(
+                    ffi::PyExc_KeyError,
+                    c"no live cached value for these arguments".as_ptr(),
+                )
+            };
+            ErrSet
+        })
+    }
+
+    /// `cache_set` for one backend: the first argument is the value, the rest the key's.
+    ///
+    /// # Safety
+    /// `call` holds valid arguments.
+    unsafe fn set<B: Backend>(&self, backend: &B, call: CallArgs) -> PyResult<PyObj> {
+        let Some((value, rest)) = call.split_first() else {
+            return Err(raise(
+                Exc::Type,
+                c"cache_set() missing the value to store: cache_set(value, *args, **kwargs)",
+            ));
+        };
+        // SAFETY: as the caller promises (`value` is one of its arguments).
+        let (value, key) = unsafe {
+            (
+                PyObj::from_borrowed(value),
+                rest.key(backend, self.kw_mark)?,
+            )
+        };
+        backend.store(key, &value, true)?;
+        none()
+    }
+
+    /// `cache_refresh(*args, **kwargs)` for one backend: computes now, joining the key's
+    /// flight if one is under way, stores and returns the value; for a coroutine function,
+    /// the awaitable that does so on the caller's event loop.
+    ///
+    /// # Safety
+    /// `call` holds valid arguments.
+    unsafe fn refresh<B: Backend>(&self, backend: &B, call: CallArgs) -> PyResult<PyObj> {
+        let CallArgs {
+            args,
+            nargs,
+            kwnames,
+        } = call;
+        // SAFETY: as the caller promises.
+        let key = unsafe { call.key(backend, self.kw_mark)? };
+        if !self.async_fill.is_null() {
+            // SAFETY: as the caller promises; this only makes the coroutine.
+            let coro = unsafe { self.call_function(args, nargs, kwnames)? };
+            let key = backend.key_object(key)?;
+            // SAFETY: True is always a valid object.
+            let replace = unsafe { ffi::Py_True() };
+            let fill_args = [self.as_ptr(), key.as_ptr(), coro.as_ptr(), replace];
+            return call_owned(self.async_fill, &fill_args, &[]);
+        }
+        let (flight_key, hash) = backend.flight_key(&key);
+        let lead = match backend.flights().take_turn(flight_key, hash)? {
+            Turn::Value(value) => return Ok(value),
+            Turn::Alone => None,
+            Turn::Lead(lead) => Some(lead),
+        };
+        // SAFETY: as the caller promises.
+        unsafe { self.compute_replacing(backend, key, lead, args, nargs, kwnames) }
+    }
+}
+
+/// A function of `warp_cache._api`, looked up once.
+pub(super) struct ApiHelper {
+    name: &'static std::ffi::CStr,
+    function: OnceLock<PyObj>,
+}
+
+impl ApiHelper {
+    pub(super) const fn new(name: &'static std::ffi::CStr) -> Self {
+        Self {
+            name,
+            function: OnceLock::new(),
+        }
+    }
+}
+
+/// `_refresh_in_background(job)`: runs a [`RefreshJob`] in a new daemon thread.
+static REFRESH_IN_BACKGROUND: ApiHelper = ApiHelper::new(c"_refresh_in_background");
+
+/// `_refresh_stale(cached, key, coro)`: refreshes a coroutine function's stale entry in a
+/// task of the running event loop, unless one is under way there.
+static REFRESH_STALE_ASYNC: ApiHelper = ApiHelper::new(c"_refresh_stale");
+
+/// The helper's function (a borrowed reference, kept for the life of the process).
+pub(super) fn api_helper(helper: &'static ApiHelper) -> PyResult<*mut ffi::PyObject> {
+    if let Some(function) = helper.function.get() {
+        return Ok(function.as_ptr());
+    }
+    // SAFETY: attached; each result is checked.
+    let function = unsafe {
+        let module = PyObj::from_owned(ffi::PyImport_ImportModule(c"warp_cache._api".as_ptr()))?;
+        PyObj::from_owned(ffi::PyObject_GetAttrString(
+            module.as_ptr(),
+            helper.name.as_ptr(),
+        ))?
+    };
+    // Two threads may both look it up: either object will do.
+    Ok(helper.function.get_or_init(|| function).as_ptr())
 }
 
 /// How a missing call goes on after [`take_turn`].
@@ -421,7 +733,7 @@ pub(super) fn raise(kind: Exc, msg: &std::ffi::CStr) -> ErrSet {
 
 /// Converts a Rust-side result to the C convention, turning a panic (a bug) into a Python
 /// `RuntimeError` instead of aborting the interpreter.
-fn to_c(f: impl FnOnce() -> PyResult<PyObj>) -> *mut ffi::PyObject {
+pub(super) fn to_c(f: impl FnOnce() -> PyResult<PyObj>) -> *mut ffi::PyObject {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(obj)) => obj.into_ptr(),
         Ok(Err(ErrSet)) => ptr::null_mut(),
@@ -442,7 +754,7 @@ fn internal_error() -> *mut ffi::PyObject {
 
 /// # Safety
 /// `slf` is a `CachedObject` (CPython only calls our slots on our instances).
-unsafe fn this<'a>(slf: *mut ffi::PyObject) -> &'a CachedObject {
+pub(super) unsafe fn this<'a>(slf: *mut ffi::PyObject) -> &'a CachedObject {
     // SAFETY: as the caller promises.
     unsafe { &*(slf as *const CachedObject) }
 }
@@ -660,7 +972,7 @@ unsafe fn miss_end<B: Backend>(
 
 /// The backend of a cached function whose entry point was chosen for `B`.
 #[inline(always)]
-fn backend_of<B: Backend>(this: &CachedObject) -> PyResult<&B> {
+pub(super) fn backend_of<B: Backend>(this: &CachedObject) -> PyResult<&B> {
     B::of(this.core()?).ok_or_else(|| raise(Exc::Runtime, c"cache backend changed"))
 }
 
@@ -670,7 +982,7 @@ fn backend_of<B: Backend>(this: &CachedObject) -> PyResult<&B> {
 /// # Safety
 /// `func` is a valid callable; the arguments are as the vectorcall protocol delivers them.
 #[inline(always)]
-unsafe fn vectorcall(
+pub(super) unsafe fn vectorcall(
     func: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: usize,
@@ -800,7 +1112,8 @@ unsafe extern "C" fn across_land(
     })
 }
 
-/// `_store_result(key, value)`: the async path's way back in once the coroutine finishes.
+/// `_store_result(key, value, replace=False)`: the async path's way back in once the
+/// coroutine finishes (`replace`: a refresh, which replaces a live entry).
 ///
 /// # Safety
 /// A CPython slot or method of our type: called only on our instances, with arguments as
@@ -813,12 +1126,24 @@ unsafe extern "C" fn store_result(
     // SAFETY: method of our type.
     let this = unsafe { this(slf) };
     to_c(|| {
-        if nargs != 2 {
-            return Err(raise(Exc::Type, c"_store_result(key, value)"));
+        if !(2..=3).contains(&nargs) {
+            return Err(raise(
+                Exc::Type,
+                c"_store_result(key, value, replace=False)",
+            ));
         }
-        // SAFETY: two arguments, as just checked.
+        // SAFETY: two or three arguments, as just checked.
         let (key, value) = unsafe { (*args, *args.add(1)) };
-        let stored = with_backend!(this.core()?, b => this.store_result_with(b, key, value))?;
+        let replace = match nargs {
+            // SAFETY: a third argument, a valid object; -1 means an exception is set.
+            3 => match unsafe { ffi::PyObject_IsTrue(*args.add(2)) } {
+                r if r < 0 => return Err(ErrSet),
+                r => r == 1,
+            },
+            _ => false,
+        };
+        let stored =
+            with_backend!(this.core()?, b => this.store_result_with(b, key, value, replace))?;
         // SAFETY: the bool singletons are always valid objects.
         Ok(unsafe {
             PyObj::from_borrowed(if stored {
@@ -882,6 +1207,107 @@ unsafe extern "C" fn flush(slf: *mut ffi::PyObject, _: *mut ffi::PyObject) -> *m
     })
 }
 
+/// The arguments of a key-taking method, laid out as a vectorcall delivers them: `nargs`
+/// positional ones, then one value per name in `kwnames` (NULL or a tuple of str).
+#[derive(Clone, Copy)]
+pub(super) struct CallArgs {
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+}
+
+impl CallArgs {
+    /// The key a call with these arguments uses in `backend`.
+    ///
+    /// # Safety
+    /// The arguments are valid as a vectorcall's; `kw_mark` is the cache's marker.
+    unsafe fn key<B: Backend>(self, backend: &B, kw_mark: *mut ffi::PyObject) -> PyResult<B::Key> {
+        // SAFETY: as the caller promises.
+        unsafe { backend.call_key(self.args, self.nargs, self.kwnames, kw_mark) }
+    }
+
+    /// These arguments without the first positional one (`cache_set`'s value), which is
+    /// returned; `None` when there is no positional argument.
+    fn split_first(self) -> Option<(*mut ffi::PyObject, CallArgs)> {
+        (self.nargs > 0).then(|| {
+            // SAFETY: at least one positional argument.
+            let (first, rest) = unsafe { (*self.args, self.args.add(1)) };
+            let rest = CallArgs {
+                args: rest,
+                nargs: self.nargs - 1,
+                kwnames: self.kwnames,
+            };
+            (first, rest)
+        })
+    }
+}
+
+/// The key-taking methods' C signature (`METH_FASTCALL | METH_KEYWORDS`): the arguments
+/// arrive as a vectorcall delivers them, so they build the key a call with them builds.
+pub(super) type KeyedMethod = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// Defines a key-taking method of the cached type: the C entry point that dispatches on
+/// the backend to `CachedObject::$method`.
+macro_rules! keyed_method {
+    ($(#[$doc:meta])* $name:ident => $method:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// A method of our type: called only on our instances, with arguments as
+        /// `METH_FASTCALL | METH_KEYWORDS` delivers them.
+        pub(super) unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: method of our type.
+            let this = unsafe { this(slf) };
+            let call = CallArgs {
+                args,
+                nargs: nargs as usize,
+                kwnames,
+            };
+            // SAFETY: arguments as the calling convention delivers them.
+            to_c(|| with_backend!(this.core()?, b => unsafe { this.$method(b, call) }))
+        }
+    };
+}
+
+keyed_method!(
+    /// `cache_invalidate(*args, **kwargs) -> bool`: removes the entry a call with these
+    /// arguments would find; True if there was a live one.
+    cache_invalidate => invalidate
+);
+keyed_method!(
+    /// `cache_peek(*args, **kwargs)`: the value a call with these arguments would return
+    /// from the cache, counting nothing and leaving SIEVE's visited bit; `KeyError` when
+    /// there is none live (absent, expired, or only servable stale).
+    cache_peek => peek
+);
+keyed_method!(
+    /// `cache_set(value, *args, **kwargs)`: stores `value` as the result of a call with
+    /// these arguments, over any live entry (size limits and TTL as for a computed value).
+    cache_set => set
+);
+keyed_method!(
+    /// `cache_refresh(*args, **kwargs)`: computes now (joining a computation of the same
+    /// key under way), stores over any live entry and returns the value; an awaitable for a
+    /// coroutine function.
+    cache_refresh => refresh
+);
+
+/// Whether `obj` is a cached function.
+pub(super) fn is_cached(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: reading a valid object's type pointer.
+    CACHED_TYPE.made() == Some(unsafe { ffi::Py_TYPE(obj) })
+}
+
 /// `_served_by_flight()`: an async call got its value from another task's flight, so its
 /// miss counts as a hit (`Backend::miss_to_hit`).
 ///
@@ -932,8 +1358,10 @@ unsafe extern "C" fn descr_get(
             ffi::Py_INCREF(slf);
             return slf;
         }
-        PyMethod_New(slf, obj)
     }
+    // A bound method that also binds the per-entry methods (`obj.f.cache_peek(x)` means
+    // the entry for `(obj, x)`); a call through `obj.f(x)` does not come here at all.
+    to_c(|| BoundMethod::create(slf, obj))
 }
 
 /// `tp_traverse`: visits every reference we own, cached keys and values included.
@@ -1010,14 +1438,24 @@ unsafe extern "C" fn clear(slf: *mut ffi::PyObject) -> c_int {
         Some(Core::Shared(backend)) => backend.forget_decoded(),
         _ => {}
     }
-    for field in [&mut this.dict, &mut this.func, &mut this.async_fill] {
+    // SAFETY: owned references of ours.
+    unsafe { release([&mut this.dict, &mut this.func, &mut this.async_fill]) };
+    0
+}
+
+/// Releases the owned references in `fields`, setting each to NULL first (releasing may
+/// run code that looks at the object).
+///
+/// # Safety
+/// Each field is NULL or an owned reference.
+pub(super) unsafe fn release<const N: usize>(fields: [&mut *mut ffi::PyObject; N]) {
+    for field in fields {
         let p = std::mem::replace(field, ptr::null_mut());
         if !p.is_null() {
-            // SAFETY: an owned reference, now unlinked from the object.
+            // SAFETY: an owned reference, as the caller promises, now unlinked.
             unsafe { ffi::Py_DECREF(p) };
         }
     }
-    0
 }
 
 unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
@@ -1029,16 +1467,23 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
             ffi::PyObject_ClearWeakRefs(slf);
         }
         clear(slf);
-        for field in [&mut this.info_type, &mut this.kw_mark] {
-            let p = std::mem::replace(field, ptr::null_mut());
-            if !p.is_null() {
-                ffi::Py_DECREF(p);
-            }
-        }
+        release([&mut this.info_type, &mut this.kw_mark]);
         if !this.core.is_null() {
             drop(Box::from_raw(this.core));
             this.core = ptr::null_mut();
         }
+        free_instance(slf);
+    }
+}
+
+/// The end of a heap type's `tp_dealloc`: frees the object's memory and releases the
+/// reference every instance holds to its type.
+///
+/// # Safety
+/// `slf` is an instance of a heap type whose fields were already released, not used after.
+pub(super) unsafe fn free_instance(slf: *mut ffi::PyObject) {
+    // SAFETY: as the caller promises.
+    unsafe {
         let tp = ffi::Py_TYPE(slf);
         if let Some(free) = (*tp).tp_free {
             free(slf as *mut c_void);
@@ -1047,17 +1492,13 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
     }
 }
 
-extern "C" {
-    fn PyMethod_New(func: *mut ffi::PyObject, slf: *mut ffi::PyObject) -> *mut ffi::PyObject;
-}
-
 /// Creates the type. Called once, at module import.
 pub fn init_type() -> PyResult<*mut ffi::PyObject> {
-    if let Some(tp) = CACHED_TYPE.get() {
-        return Ok(tp.0 as *mut ffi::PyObject);
+    if let Some(tp) = CACHED_TYPE.made() {
+        return Ok(tp as *mut ffi::PyObject);
     }
     let offset = |field: usize| field as ffi::Py_ssize_t;
-    let members = Box::leak(Box::new([
+    let members = vec![
         member(
             c"__vectorcalloffset__",
             offset(std::mem::offset_of!(CachedObject, vectorcall)),
@@ -1070,10 +1511,8 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             c"__weaklistoffset__",
             offset(std::mem::offset_of!(CachedObject, weaklist)),
         ),
-        // SAFETY: an all-zero PyMemberDef is the documented sentinel.
-        unsafe { std::mem::zeroed() },
-    ]));
-    let methods = Box::leak(Box::new([
+    ];
+    let methods = vec![
         method(
             c"cache_info",
             Meth::NoArgs(cache_info),
@@ -1083,6 +1522,26 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             c"cache_clear",
             Meth::NoArgs(cache_clear),
             c"Drop every entry and reset the counters.",
+        ),
+        method(
+            c"cache_invalidate",
+            Meth::Keyed(cache_invalidate),
+            c"cache_invalidate(*args, **kwargs) -> bool: remove the entry these arguments map to.",
+        ),
+        method(
+            c"cache_peek",
+            Meth::Keyed(cache_peek),
+            c"cache_peek(*args, **kwargs): the cached value, or KeyError; counts nothing.",
+        ),
+        method(
+            c"cache_set",
+            Meth::Keyed(cache_set),
+            c"cache_set(value, *args, **kwargs): store value as the result for these arguments.",
+        ),
+        method(
+            c"cache_refresh",
+            Meth::Keyed(cache_refresh),
+            c"cache_refresh(*args, **kwargs): compute now, store and return the value.",
         ),
         method(
             c"_store_result",
@@ -1125,54 +1584,33 @@ pub fn init_type() -> PyResult<*mut ffi::PyObject> {
             Meth::OneArg(return_self),
             c"Cached functions are not copied.",
         ),
-        ffi::PyMethodDef::zeroed(),
-    ]));
-    let getset = Box::leak(Box::new([
-        ffi::PyGetSetDef {
-            name: c"__dict__".as_ptr(),
-            get: Some(ffi::PyObject_GenericGetDict),
-            set: Some(ffi::PyObject_GenericSetDict),
-            doc: ptr::null(),
-            closure: ptr::null_mut(),
-        },
-        ffi::PyGetSetDef::default(),
-    ]));
-    let slots = Box::leak(Box::new([
-        slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
-        slot(ffi::Py_tp_traverse, traverse as *mut c_void),
-        slot(ffi::Py_tp_clear, clear as *mut c_void),
-        slot(ffi::Py_tp_call, ffi::PyVectorcall_Call as *mut c_void),
-        slot(ffi::Py_tp_descr_get, descr_get as *mut c_void),
-        slot(ffi::Py_tp_members, members.as_mut_ptr() as *mut c_void),
-        slot(ffi::Py_tp_methods, methods.as_mut_ptr() as *mut c_void),
-        slot(ffi::Py_tp_getset, getset.as_mut_ptr() as *mut c_void),
-        slot(
-            ffi::Py_tp_doc,
-            c"A function wrapped by warp_cache.cache().".as_ptr() as *mut c_void,
-        ),
-        slot(0, ptr::null_mut()),
-    ]));
-    let spec = Box::leak(Box::new(ffi::PyType_Spec {
-        name: c"warp_cache._warp_cache.CachedFunction".as_ptr(),
-        basicsize: std::mem::size_of::<CachedObject>() as c_int,
-        itemsize: 0,
-        flags: (ffi::Py_TPFLAGS_DEFAULT
-            | ffi::Py_TPFLAGS_HAVE_GC
-            | ffi::Py_TPFLAGS_HAVE_VECTORCALL
-            | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR
-            | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION) as _,
-        slots: slots.as_mut_ptr(),
-    }));
-    // SAFETY: the spec and everything it points to are leaked, so they live forever.
-    let tp = unsafe { ffi::PyType_FromSpec(spec) };
-    if tp.is_null() {
-        return Err(ErrSet);
-    }
-    let _ = CACHED_TYPE.set(TypePtr(tp as *mut ffi::PyTypeObject));
-    Ok(tp)
+    ];
+    let getset = vec![ffi::PyGetSetDef {
+        name: c"__dict__".as_ptr(),
+        get: Some(ffi::PyObject_GenericGetDict),
+        set: Some(ffi::PyObject_GenericSetDict),
+        doc: ptr::null(),
+        closure: ptr::null_mut(),
+    }];
+    CACHED_TYPE.make(TypeParts {
+        name: c"warp_cache._warp_cache.CachedFunction",
+        basicsize: std::mem::size_of::<CachedObject>(),
+        flags: ffi::Py_TPFLAGS_METHOD_DESCRIPTOR | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
+        gc: (dealloc, traverse, clear),
+        members,
+        methods,
+        getset,
+        slots: vec![
+            slot(ffi::Py_tp_descr_get, descr_get as *mut c_void),
+            slot(
+                ffi::Py_tp_doc,
+                c"A function wrapped by warp_cache.cache().".as_ptr() as *mut c_void,
+            ),
+        ],
+    })
 }
 
-fn member(name: &'static std::ffi::CStr, offset: ffi::Py_ssize_t) -> ffi::PyMemberDef {
+pub(super) fn member(name: &'static std::ffi::CStr, offset: ffi::Py_ssize_t) -> ffi::PyMemberDef {
     ffi::PyMemberDef {
         name: name.as_ptr(),
         type_code: ffi::Py_T_PYSSIZET,
@@ -1183,13 +1621,14 @@ fn member(name: &'static std::ffi::CStr, offset: ffi::Py_ssize_t) -> ffi::PyMemb
 }
 
 /// A method's C entry point and calling convention.
-enum Meth {
+pub(super) enum Meth {
     NoArgs(ffi::PyCFunction),
     OneArg(ffi::PyCFunction),
     Fast(ffi::PyCFunctionFast),
+    Keyed(KeyedMethod),
 }
 
-fn method(
+pub(super) fn method(
     name: &'static std::ffi::CStr,
     meth: Meth,
     doc: &'static std::ffi::CStr,
@@ -1201,6 +1640,12 @@ fn method(
             ffi::PyMethodDefPointer { PyCFunctionFast: f },
             ffi::METH_FASTCALL,
         ),
+        Meth::Keyed(f) => (
+            ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: f,
+            },
+            ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ),
     };
     ffi::PyMethodDef {
         ml_name: name.as_ptr(),
@@ -1210,6 +1655,6 @@ fn method(
     }
 }
 
-fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
+pub(super) fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
     ffi::PyType_Slot { slot, pfunc }
 }

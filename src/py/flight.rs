@@ -82,8 +82,9 @@ struct Flight<K> {
     hash: u64,
     /// The fork generation of the table it is in.
     generation: u64,
-    /// The leading thread ([`thread_id`]).
-    owner: u64,
+    /// The leading thread ([`thread_id`]); changed once if the lead is handed to another
+    /// thread ([`Lead::adopt`]: a background refresh).
+    owner: AtomicU64,
     state: Mutex<Landing>,
     landed: Condvar,
 }
@@ -198,6 +199,21 @@ impl<K: FlightKey> Flights<K> {
     /// An error is an exception set on this thread: the shared one of a failed flight, one
     /// raised by a foreign `__eq__`, or one raised by a signal handler while waiting.
     pub fn take_turn(&self, key: K, hash: u64) -> PyResult<Turn<'_, K>> {
+        self.turn(key, hash, true)
+    }
+
+    /// Leads a new flight for `key` if none is under way, without waiting for one: `None`
+    /// when an equal flight exists (or equality stayed unsettled). The claim is atomic: of
+    /// threads trying at once, exactly one leads.
+    pub fn try_lead(&self, key: K, hash: u64) -> PyResult<Option<Lead<'_, K>>> {
+        Ok(match self.turn(key, hash, false)? {
+            Turn::Lead(lead) => Some(lead),
+            Turn::Value(_) | Turn::Alone => None,
+        })
+    }
+
+    /// [`Flights::take_turn`]; when not `wait`, an equal flight gives `Turn::Alone` at once.
+    fn turn(&self, key: K, hash: u64, wait: bool) -> PyResult<Turn<'_, K>> {
         let me = thread_id();
         // Flights found unequal through a foreign `__eq__`; holding them keeps their
         // addresses from being reused by new flights.
@@ -229,7 +245,7 @@ impl<K: FlightKey> Flights<K> {
                         key,
                         hash,
                         generation,
-                        owner: me,
+                        owner: AtomicU64::new(me),
                         state: Mutex::new(Landing {
                             state: State::Running,
                             waiters: 0,
@@ -267,7 +283,7 @@ impl<K: FlightKey> Flights<K> {
                     }
                 }
             };
-            if !start_waiting(me, flight.owner) {
+            if !wait || !start_waiting(me, flight.owner.load(Ordering::Relaxed)) {
                 return Ok(Turn::Alone);
             }
             let landing = flight.wait();
@@ -326,6 +342,14 @@ impl<K> Flight<K> {
 }
 
 impl<K> Lead<'_, K> {
+    /// Makes the calling thread the flight's owner: the lead was handed to it (a background
+    /// refresh), so a wait on this flight now waits for this thread.
+    pub fn adopt(&self) {
+        if let Some(flight) = &self.flight {
+            flight.owner.store(thread_id(), Ordering::Relaxed);
+        }
+    }
+
     /// Lands the flight with `value`; call after storing it, so that a call arriving after
     /// the flight left the table finds the value in the cache.
     pub fn succeed(mut self, value: &PyObj) {

@@ -162,6 +162,7 @@ impl CallKey {
     /// # Safety
     /// `args` holds `nargs` valid objects followed by one per name in `kwnames` (a tuple of
     /// str, or NULL), exactly as the vectorcall protocol delivers them.
+    #[inline(always)] // the hit path's copy, inlined as it is with a single caller
     pub unsafe fn build(
         args: *const *mut ffi::PyObject,
         nargs: usize,

@@ -38,6 +38,9 @@ fn shard_count(max_size: usize) -> usize {
 pub struct MemoryBackend {
     store: MemoryStore,
     ttl_nanos: Option<u64>,
+    /// `serve_stale` in nanoseconds (0: off): how long past its expiry an entry is still
+    /// returned while one caller refreshes it.
+    stale_nanos: u64,
     counters: Counters,
     flights: Flights<PyKey>,
 }
@@ -50,11 +53,13 @@ pub struct MemoryKey {
 }
 
 impl MemoryBackend {
-    /// An empty cache of at most `max_size` entries living `ttl_nanos` each.
-    pub fn new(max_size: usize, ttl_nanos: Option<u64>) -> Self {
+    /// An empty cache of at most `max_size` entries living `ttl_nanos` each, served stale
+    /// for `stale_nanos` more (0: not at all).
+    pub fn new(max_size: usize, ttl_nanos: Option<u64>, stale_nanos: u64) -> Self {
         Self {
             store: Store::new(max_size, shard_count(max_size)),
             ttl_nanos,
+            stale_nanos,
             counters: Counters::default(),
             flights: Flights::default(),
         }
@@ -76,17 +81,8 @@ impl MemoryBackend {
         kw_mark: *mut ffi::PyObject,
     ) -> PyResult<bool> {
         // SAFETY: as the caller promises.
-        let mut key = unsafe { self.key_from_object(obj, kw_mark)? };
-        for _ in 0..COMPARE_ROUNDS {
-            match self.store.remove(key.hash, key.key.probe(), &key.verdicts) {
-                // Dropped here, after the shard lock: finalizers may call back in.
-                Remove::Done(removed) => return Ok(removed.is_some()),
-                Remove::Undecided(candidates) => {
-                    compare_outside(candidates, key.key.probe(), &mut key.verdicts)?
-                }
-            }
-        }
-        Ok(false)
+        let key = unsafe { self.key_from_object(obj, kw_mark)? };
+        Backend::invalidate(self, key)
     }
 
     /// Drops every entry but keeps the counters (a near cache whose remote tier changed).
@@ -102,9 +98,11 @@ impl MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// The key of a call ([`Backend::call_key`]).
+    ///
     /// # Safety
     /// The arguments are as the vectorcall protocol delivers them.
-    #[inline]
+    #[inline(always)]
     unsafe fn key(
         &self,
         args: *const *mut ffi::PyObject,
@@ -121,6 +119,48 @@ impl MemoryBackend {
             verdicts: Vec::new(),
         })
     }
+
+    /// Probes with `look` (a get or a peek) until decided, comparing foreign keys outside
+    /// every lock; counts nothing.
+    #[inline(always)]
+    fn decide(
+        &self,
+        key: &mut MemoryKey,
+        look: impl Fn(&MemoryKey) -> Get<PyKey, PyObj>,
+    ) -> PyResult<Option<PyObj>> {
+        for _ in 0..COMPARE_ROUNDS {
+            match look(key) {
+                Get::Hit(value) => return Ok(Some(value)),
+                Get::Miss => break,
+                Get::Undecided(candidates) => {
+                    compare_outside(candidates, key.key.probe(), &mut key.verdicts)?
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A missed key's entry if it expired less than `serve_stale` ago: served stale (the
+    /// miss becomes a hit) while the caller starts a refresh. Off the hit path.
+    #[cold]
+    #[inline(never)]
+    fn stale(&self, mut key: MemoryKey) -> PyResult<Lookup<MemoryKey>> {
+        // Live at `now - serve_stale` means expired less than `serve_stale` ago.
+        let then = self.now().saturating_sub(self.stale_nanos);
+        Ok(match self.peek_at(&mut key, then)? {
+            Some(value) => {
+                self.counters.miss_to_hit();
+                Lookup::Stale(value, key)
+            }
+            None => Lookup::Miss(key),
+        })
+    }
+
+    fn peek_at(&self, key: &mut MemoryKey, now: u64) -> PyResult<Option<PyObj>> {
+        self.decide(key, |k| {
+            self.store.peek(k.hash, k.key.probe(), &k.verdicts, now)
+        })
+    }
 }
 
 impl Backend for MemoryBackend {
@@ -135,6 +175,19 @@ impl Backend for MemoryBackend {
 
     type Key = MemoryKey;
 
+    /// The hit path has its own inlined copy ([`MemoryBackend::key`]).
+    #[inline(never)]
+    unsafe fn call_key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<MemoryKey> {
+        // SAFETY: vectorcall arguments, as the caller promises.
+        unsafe { self.key(args, nargs, kwnames, kw_mark) }
+    }
+
     #[inline(always)]
     unsafe fn lookup_call(
         &self,
@@ -147,7 +200,8 @@ impl Backend for MemoryBackend {
         let mut key = unsafe { self.key(args, nargs, kwnames, kw_mark)? };
         Ok(match self.lookup(&mut key)? {
             Some(value) => Lookup::Hit(value),
-            None => Lookup::Miss(key),
+            None if self.stale_nanos == 0 => Lookup::Miss(key),
+            None => self.stale(key)?,
         })
     }
 
@@ -174,23 +228,43 @@ impl Backend for MemoryBackend {
     #[inline(always)]
     fn lookup(&self, key: &mut MemoryKey) -> PyResult<Option<PyObj>> {
         let now = self.now();
+        let found = self.decide(
+            key,
+            #[inline(always)]
+            |k| self.store.get(k.hash, k.key.probe(), &k.verdicts, now),
+        )?;
+        match found {
+            Some(_) => self.counters.hit(),
+            None => self.counters.miss(),
+        }
+        Ok(found)
+    }
+
+    fn peek(&self, key: &mut MemoryKey) -> PyResult<Option<PyObj>> {
+        self.peek_at(key, self.now())
+    }
+
+    fn invalidate(&self, key: MemoryKey) -> PyResult<bool> {
+        let now = self.now();
+        let MemoryKey {
+            key,
+            hash,
+            mut verdicts,
+        } = key;
         for _ in 0..COMPARE_ROUNDS {
-            match self
-                .store
-                .get(key.hash, key.key.probe(), &key.verdicts, now)
-            {
-                Get::Hit(value) => {
-                    self.counters.hit();
-                    return Ok(Some(value));
+            match self.store.remove(hash, key.probe(), &verdicts, now) {
+                Remove::Removed(entry, live) => {
+                    // Dropped here, after the shard lock: finalizers may call back in.
+                    drop(entry);
+                    return Ok(live);
                 }
-                Get::Miss => break,
-                Get::Undecided(candidates) => {
-                    compare_outside(candidates, key.key.probe(), &mut key.verdicts)?
+                Remove::Absent => return Ok(false),
+                Remove::Undecided(candidates) => {
+                    compare_outside(candidates, key.probe(), &mut verdicts)?
                 }
             }
         }
-        self.counters.miss();
-        Ok(None)
+        Ok(false)
     }
 
     fn uncount_miss(&self) -> bool {
@@ -212,7 +286,7 @@ impl Backend for MemoryBackend {
         (key.key.probe().clone(), key.hash)
     }
 
-    fn store(&self, key: MemoryKey, value: &PyObj) -> PyResult<()> {
+    fn store(&self, key: MemoryKey, value: &PyObj, replace: bool) -> PyResult<()> {
         let now = self.now();
         let expires_at = clock::deadline(now, self.ttl_nanos);
         let MemoryKey {
@@ -224,7 +298,7 @@ impl Backend for MemoryBackend {
         for _ in 0..COMPARE_ROUNDS {
             match self
                 .store
-                .insert(hash, key, value, &verdicts, now, expires_at)
+                .put(hash, key, value, &verdicts, now, expires_at, replace)
             {
                 Insert::Done(garbage) => {
                     // Dropped here, after the shard lock: finalizers may call back in.

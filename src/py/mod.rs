@@ -4,6 +4,8 @@
 mod across;
 mod awaitable;
 #[cfg(unix)]
+mod bound;
+#[cfg(unix)]
 mod cached;
 #[cfg(unix)]
 mod convert;
@@ -21,6 +23,8 @@ mod operator;
 #[cfg(all(Py_GIL_DISABLED, not(Py_3_14)))]
 mod refcount;
 #[cfg(unix)]
+mod refresh;
+#[cfg(unix)]
 mod shared_backend;
 mod stack;
 
@@ -36,12 +40,14 @@ fn fetch(py: Python<'_>) -> PyErr {
 /// Wraps `func` in a memory-backend cached callable. Arguments are validated by the Python
 /// package (`warp_cache._api`), which is the public entry point.
 #[pyfunction]
-#[pyo3(signature = (func, max_size, ttl, info_type, kw_mark, async_fill))]
+#[pyo3(signature = (func, max_size, ttl, serve_stale, info_type, kw_mark, async_fill))]
+#[allow(clippy::too_many_arguments)]
 fn make_memory_cache(
     py: Python<'_>,
     func: Bound<'_, PyAny>,
     max_size: usize,
     ttl: Option<f64>,
+    serve_stale: Option<f64>,
     info_type: Bound<'_, PyAny>,
     kw_mark: Bound<'_, PyAny>,
     async_fill: Option<Bound<'_, PyAny>>,
@@ -49,7 +55,11 @@ fn make_memory_cache(
     let own = |obj| own(py, obj);
     let settings = Settings {
         func: own(func)?,
-        core: Core::Memory(MemoryBackend::new(max_size, ttl_nanos(ttl))),
+        core: Core::Memory(MemoryBackend::new(
+            max_size,
+            ttl_nanos(ttl),
+            ttl_nanos(serve_stale).unwrap_or(0),
+        )),
         info_type: own(info_type)?,
         kw_mark: own(kw_mark)?,
         async_fill: async_fill.map(own).transpose()?,
@@ -80,7 +90,7 @@ fn create(py: Python<'_>, settings: Settings) -> PyResult<Py<PyAny>> {
 /// memory of this process.
 #[cfg(unix)]
 #[pyfunction]
-#[pyo3(signature = (func, max_size, ttl, max_key_size, max_value_size, max_bytes, module, qualname,
+#[pyo3(signature = (func, max_size, ttl, serve_stale, max_key_size, max_value_size, max_bytes, module, qualname,
                     identity, settle, info_type, kw_mark, async_fill, dumps, loads, directory,
                     strict))]
 #[allow(clippy::too_many_arguments)]
@@ -89,6 +99,7 @@ fn make_shared_cache(
     func: Bound<'_, PyAny>,
     max_size: u32,
     ttl: Option<f64>,
+    serve_stale: Option<f64>,
     max_key_size: u32,
     max_value_size: u32,
     max_bytes: Option<u64>,
@@ -142,7 +153,9 @@ fn make_shared_cache(
         loads: own(py, loads)?,
     };
     let settle = settle.map(|f| own(py, f)).transpose()?;
-    let backend = shared_backend::SharedBackend::new(store, location, settle, pickler, ttl_ns);
+    let stale_ns = ttl_nanos(serve_stale).unwrap_or(0);
+    let backend =
+        shared_backend::SharedBackend::new(store, location, settle, pickler, ttl_ns, stale_ns);
     let settings = Settings {
         func: own(py, func)?,
         core: Core::Shared(backend),
@@ -170,6 +183,10 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // SAFETY: `init_type` returns a borrowed reference to the immortal type object.
     let tp = unsafe { Bound::from_borrowed_ptr(py, tp) };
     m.add("CachedFunction", tp)?;
+    let tp = bound::init_type().map_err(|_| fetch(py))?;
+    // SAFETY: as above.
+    let tp = unsafe { Bound::from_borrowed_ptr(py, tp) };
+    m.add("BoundCachedMethod", tp)?;
     m.add_class::<awaitable::ReadyValue>()?;
     m.add_function(wrap_pyfunction!(make_memory_cache, m)?)?;
     #[cfg(unix)]

@@ -107,6 +107,9 @@ pub struct SharedBackend {
     unusable: AtomicBool,
     pickler: Pickler,
     ttl_nanos: Option<u64>,
+    /// `serve_stale` in nanoseconds (0: off). Not in the files: it only decides how this
+    /// process treats entries that expired (their deadline in the file is `ttl`'s).
+    stale_nanos: u64,
     /// Single-flight among this process's threads (`crate::py::across` extends it to
     /// other processes).
     flights: Flights<Vec<u8>>,
@@ -128,6 +131,7 @@ impl SharedBackend {
         settle: Option<PyObj>,
         pickler: Pickler,
         ttl_nanos: Option<u64>,
+        stale_nanos: u64,
     ) -> Self {
         let cell = OnceLock::new();
         if let Some(store) = store {
@@ -141,6 +145,7 @@ impl SharedBackend {
             unusable: AtomicBool::new(false),
             pickler,
             ttl_nanos,
+            stale_nanos,
             flights: Flights::default(),
             decoded,
             warned_oversize: AtomicBool::new(false),
@@ -244,7 +249,7 @@ impl SharedBackend {
     /// The value another process's flight stored for `key`, uncounted; if found, this
     /// call's miss becomes a hit (it was served without running the function).
     fn served(&self, store: &Store, key: &[u8]) -> PyResult<Option<PyObj>> {
-        let value = self.get_counting::<false>(key)?;
+        let value = self.read(key, self.now(), false)?;
         if value.is_some() {
             store.recount(true);
         }
@@ -312,19 +317,17 @@ impl SharedBackend {
     /// this process decoded before, unchanged since, is returned as the same object.
     #[inline(always)]
     fn get(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
-        self.get_counting::<true>(key)
+        self.read(key, self.now(), true)
     }
 
-    /// [`SharedBackend::get`], counting the lookup only if `COUNT` (a constant: the hit
-    /// path's copy stays its own, inlined whole).
+    /// The value stored under `key` if live at `now`; a lookup counted as a hit or a miss
+    /// and marking the entry visited when `count`, else a peek that touches neither.
     #[inline(always)]
-    fn get_counting<const COUNT: bool>(&self, key: &[u8]) -> PyResult<Option<PyObj>> {
-        let count = COUNT;
+    fn read(&self, key: &[u8], now: u64, count: bool) -> PyResult<Option<PyObj>> {
         let Some(store) = self.store()? else {
             return Ok(None);
         };
         let mut value = ValueBuf::new();
-        let now = self.now();
         let known = |found| self.decoded.holds(found);
         let Some((found, copied)) = store.get_found(key, now, &mut value, known, count) else {
             return Ok(None);
@@ -373,6 +376,22 @@ impl SharedBackend {
         }
     }
 
+    /// A missed key's entry if it expired less than `serve_stale` ago: served stale (the
+    /// miss becomes a hit) while the caller starts a refresh. Off the hit path.
+    #[cold]
+    #[inline(never)]
+    fn stale(&self, key: &[u8]) -> PyResult<Lookup<Vec<u8>>> {
+        // Live at `now - serve_stale` means expired less than `serve_stale` ago.
+        let then = self.now().saturating_sub(self.stale_nanos);
+        Ok(match self.read(key, then, false)? {
+            Some(value) => {
+                self.miss_to_hit();
+                Lookup::Stale(value, key.to_vec())
+            }
+            None => Lookup::Miss(key.to_vec()),
+        })
+    }
+
     /// Visits this process's decoded values (garbage collector traversal).
     pub fn for_each_decoded(&self, f: impl FnMut(&PyObj)) {
         self.decoded.for_each_unlocked(f);
@@ -395,6 +414,19 @@ impl Backend for SharedBackend {
 
     type Key = Vec<u8>;
 
+    unsafe fn call_key(
+        &self,
+        args: *const *mut ffi::PyObject,
+        nargs: usize,
+        kwnames: *mut ffi::PyObject,
+        _kw_mark: *mut ffi::PyObject,
+    ) -> PyResult<Vec<u8>> {
+        let mut key = KeyBuf::new();
+        // SAFETY: vectorcall arguments, as the caller promises.
+        unsafe { self.pickler.encode_key(args, nargs, kwnames, &mut key)? };
+        Ok(key.bytes().to_vec())
+    }
+
     /// Encodes the key and copies the value into buffers on this frame's stack; only a
     /// miss copies the key out (before any Python code runs: the function itself may
     /// call this cache again).
@@ -411,7 +443,8 @@ impl Backend for SharedBackend {
         unsafe { self.pickler.encode_key(args, nargs, kwnames, &mut key)? };
         Ok(match self.get(key.bytes())? {
             Some(value) => Lookup::Hit(value),
-            None => Lookup::Miss(key.bytes().to_vec()),
+            None if self.stale_nanos == 0 => Lookup::Miss(key.bytes().to_vec()),
+            None => self.stale(key.bytes())?,
         })
     }
 
@@ -433,6 +466,24 @@ impl Backend for SharedBackend {
 
     fn lookup(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
         self.get(key)
+    }
+
+    fn peek(&self, key: &mut Vec<u8>) -> PyResult<Option<PyObj>> {
+        self.read(key, self.now(), false)
+    }
+
+    fn invalidate(&self, key: Vec<u8>) -> PyResult<bool> {
+        let Some(store) = self.store()? else {
+            return Ok(false);
+        };
+        let removed = store.remove(&key, self.now());
+        self.warn_if_unusable()?;
+        removed.ok_or_else(|| {
+            raise(
+                Exc::Runtime,
+                c"shared cache is locked by another live process that made no progress (stopped or stuck?); cache_invalidate() gave up, nothing was removed",
+            )
+        })
     }
 
     /// A new leader does not look again here: taking back a miss in the shared counters
@@ -460,11 +511,12 @@ impl Backend for SharedBackend {
         (key.clone(), FLIGHT_HASHER.hash_one(key))
     }
 
-    fn store(&self, key: Vec<u8>, value: &PyObj) -> PyResult<()> {
+    /// Always replaces a live equal entry (see [`SharedBackend::insert`]).
+    fn store(&self, key: Vec<u8>, value: &PyObj, _replace: bool) -> PyResult<()> {
         self.store_bytes(&key, value, None).map(drop)
     }
 
-    fn store_reporting(&self, key: Vec<u8>, value: &PyObj) -> PyResult<bool> {
+    fn store_reporting(&self, key: Vec<u8>, value: &PyObj, _replace: bool) -> PyResult<bool> {
         self.store_bytes(&key, value, None)
     }
 

@@ -121,6 +121,7 @@ impl<'a> Engine<'a> {
 
     /// Counts a hit or a miss ([`header::HITS`] or [`header::MISSES`]) in this process's
     /// stripe.
+    #[inline(always)] // on the hit path
     fn count_lookup(&self, which: usize) {
         self.count(header::counter(super::stripe::current(), which));
     }
@@ -169,7 +170,9 @@ impl<'a> Engine<'a> {
     }
 
     /// [`Engine::get`] that tells which entry it found, and skips copying an entry
-    /// `known(slot, version)` says the caller already holds. Counts only when `count`.
+    /// `known(slot, version)` says the caller already holds. Counts the lookup and marks a
+    /// found entry visited only when `count` (a peek, or a second read of one lookup, does
+    /// neither).
     #[inline(always)]
     pub fn get_read(
         &self,
@@ -196,14 +199,12 @@ impl<'a> Engine<'a> {
             }
         };
         match hit {
-            Some(read) => {
+            Some(read) if count => {
                 self.table.mark_visited(read.slot);
-                if count {
-                    self.count_lookup(header::HITS);
-                }
+                self.count_lookup(header::HITS);
             }
             None if count => self.count_lookup(header::MISSES),
-            None => {}
+            _ => {}
         }
         Ok(hit)
     }
@@ -313,6 +314,40 @@ impl<'a> Engine<'a> {
             None => (InsertOutcome::NotCached, None),
             Some(Some((u32::MAX, _))) => (InsertOutcome::NotCached, None),
             Some(written) => (InsertOutcome::Stored, written),
+        })
+    }
+
+    /// Takes `key`'s entry out, for every process; true if it was live at `now`. `None`
+    /// if the lock stayed busy.
+    pub fn remove(
+        &self,
+        key: &[u8],
+        now: u64,
+        owner: &impl LockOwner,
+    ) -> Result<Option<bool>, Stale> {
+        if key.len() > self.layout.params().max_key_size as usize {
+            return Ok(Some(false));
+        }
+        let hash = key_hash(key);
+        let table = self.table;
+        let take = || -> Result<bool, Corrupt> {
+            let Some(i) = table.find(hash, key) else {
+                return Ok(false);
+            };
+            let live = table.read_live(i, now, &mut ValueBuf::new());
+            table.remove(i, hash)?;
+            Ok(live)
+        };
+        self.write(owner, || {
+            take().unwrap_or_else(|Corrupt| {
+                // As for a store: rebuild from the whole slots, else start empty (which
+                // removes the entry too).
+                table.repair();
+                take().unwrap_or_else(|Corrupt| {
+                    table.reset();
+                    false
+                })
+            })
         })
     }
 

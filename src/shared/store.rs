@@ -254,8 +254,8 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
     /// Looks `key` up like [`SharedStore::get_into`], telling which entry it found: the
     /// mapping's epoch (it changes whenever this store re-opens its files), the slot and
     /// the slot's version name the entry's content. An entry for which `known(found)` is
-    /// true is not copied into `out` (the caller holds it decoded). Counts only when
-    /// `count`.
+    /// true is not copied into `out` (the caller holds it decoded). Counts, and marks the
+    /// entry visited, only when `count`.
     #[inline(always)]
     pub fn get_found(
         &self,
@@ -265,29 +265,35 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
         known: impl Fn(Found) -> bool,
         count: bool,
     ) -> Option<(Found, bool)> {
-        self.run_epoch(Access::Read, |engine, epoch| {
-            let read = engine.get_read(
-                key,
-                now,
-                out,
-                |slot, version| {
-                    known(Found {
+        // Inlined into each caller: the hit path's copy must stay one piece whatever else
+        // (peeks, stale reads) reads this way.
+        self.run_epoch(
+            Access::Read,
+            #[inline(always)]
+            |engine: &Engine<'_>, epoch| {
+                let read = engine.get_read(
+                    key,
+                    now,
+                    out,
+                    |slot, version| {
+                        known(Found {
+                            epoch,
+                            slot,
+                            version,
+                        })
+                    },
+                    count,
+                )?;
+                Ok(read.map(|r| {
+                    let found = Found {
                         epoch,
-                        slot,
-                        version,
-                    })
-                },
-                count,
-            )?;
-            Ok(read.map(|r| {
-                let found = Found {
-                    epoch,
-                    slot: r.slot,
-                    version: r.version,
-                };
-                (found, r.copied)
-            }))
-        })
+                        slot: r.slot,
+                        version: r.version,
+                    };
+                    (found, r.copied)
+                }))
+            },
+        )
         .flatten()
     }
 
@@ -386,6 +392,14 @@ impl<O: LockOwner, L: ShardLock<Current>> SharedStore<O, L> {
                 Err(Stale)
             }
         })
+    }
+
+    /// Takes `key`'s entry out for every process: `Some(true)` if it was live at `now`,
+    /// `Some(false)` if there was none, `None` if the lock stayed busy (a stopped or stuck
+    /// writer: waited for as long as a store waits) or the files could not be re-opened.
+    pub fn remove(&self, key: &[u8], now: u64) -> Option<bool> {
+        self.run(Access::Write, |engine| engine.remove(key, now, &self.owner))
+            .flatten()
     }
 
     /// Drops every entry and zeroes the counters for all processes. False if the lock stayed

@@ -786,6 +786,7 @@ impl<'a> Table<'a> {
 
     /// Marks slot `i` visited; writes only when the bit is clear. Racing the hand is
     /// harmless: the bit is a hint, lost or kept for one extra turn.
+    #[inline(always)] // on the hit path
     pub(crate) fn mark_visited(&self, i: u32) {
         let word = &self.words[self.layout.meta_word(i, meta::VISITED)];
         if word.load(Ordering::Relaxed) == 0 {

@@ -767,3 +767,47 @@ fn a_torn_section_in_a_heap_with_blocks_keeps_the_whole_entries() {
     }
     assert_eq!(get(&r, b"new", 0), Some(value_for(99, 500)));
 }
+
+#[test]
+fn remove_takes_one_entry_out_for_everyone() {
+    let r = region(4);
+    let owner = TestOwner::new(1);
+    for (key, value) in [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")] {
+        assert_eq!(put(&r, key, value, 0, u64::MAX), InsertOutcome::Stored);
+    }
+    assert_eq!(put(&r, b"d", b"4", 0, 10), InsertOutcome::Stored);
+    let engine = r.engine();
+    // "a" is not the last slot: the last one moves into its place and stays readable.
+    assert_eq!(engine.remove(b"a", 0, &owner), Ok(Some(true)));
+    assert_eq!(engine.remove(b"a", 0, &owner), Ok(Some(false)));
+    assert_eq!(
+        engine.remove(b"d", 20, &owner),
+        Ok(Some(false)),
+        "expired: not live"
+    );
+    assert_eq!(get(&r, b"a", 0), None);
+    assert_eq!(get(&r, b"b", 0).as_deref(), Some(&b"2"[..]));
+    assert_eq!(get(&r, b"c", 0).as_deref(), Some(&b"3"[..]));
+    assert_eq!(engine.info().unwrap().current_size, 2);
+    r.check_invariants();
+    assert_eq!(
+        engine.remove(&[0; 100], 0, &owner),
+        Ok(Some(false)),
+        "a key over max_key_size is never stored"
+    );
+}
+
+#[test]
+fn a_read_that_does_not_count_leaves_the_visited_bit() {
+    let r = region(2);
+    put(&r, b"a", b"1", 0, u64::MAX);
+    put(&r, b"b", b"2", 0, u64::MAX);
+    let engine = r.engine();
+    let mut out = ValueBuf::new();
+    let read = engine.get_read(b"a", 0, &mut out, |_, _| false, false);
+    assert!(matches!(read, Ok(Some(_))));
+    assert_eq!(engine.info().unwrap().hits, 0);
+    put(&r, b"c", b"3", 0, u64::MAX);
+    assert_eq!(get(&r, b"a", 0), None, "peeked at only: evicted first");
+    assert_eq!(get(&r, b"b", 0).as_deref(), Some(&b"2"[..]));
+}
