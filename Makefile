@@ -13,6 +13,9 @@ STAMP_FT := $(VENV_FT)/.installed-dev
 BUILT_FT := $(VENV_FT)/.built
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs pyproject.toml
+# Free-threaded 3.13t builds on PyO3 0.28 (0.29 dropped 3.13t): a second manifest and
+# lockfile for the same sources, laid out as a maturin project in target/pyo3-0.28/.
+COMPAT := compat/pyo3-0.28/Cargo.toml compat/pyo3-0.28/Cargo.lock
 PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi')
 
 .PHONY: help demo test test-rust test-python test-ft lint bench bench-ft build wheels clean
@@ -45,9 +48,11 @@ $(STAMP_FT): requirements-ft.txt scripts/ensure-python313t.sh
 	touch $@
 
 # A separate target dir: the two interpreters' builds would otherwise evict each other.
-$(BUILT_FT): $(STAMP_FT) $(RUST_SOURCES) $(PY_SOURCES)
-	VIRTUAL_ENV=$(abspath $(VENV_FT)) CARGO_TARGET_DIR=target/ft \
-		$(VENV_FT)/bin/maturin develop --release --quiet
+# Editable from target/pyo3-0.28/python (a copy of python/, refreshed by every build).
+$(BUILT_FT): $(STAMP_FT) $(RUST_SOURCES) $(PY_SOURCES) $(COMPAT)
+	cd "$$(scripts/pyo3-0.28-project.sh)" && VIRTUAL_ENV=$(abspath $(VENV_FT)) \
+		CARGO_TARGET_DIR=$(abspath target/ft) $(abspath $(VENV_FT))/bin/maturin develop \
+		--release --quiet --locked
 	touch $@
 
 demo: $(BUILT)
@@ -57,14 +62,15 @@ demo: $(BUILT)
 	done
 
 test-rust:
+	$(PYTHON) scripts/check-compat-manifest.py
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --no-default-features --all-targets -- -D warnings
 	cargo test --no-default-features
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python tests examples benches
-	$(VENV)/bin/ruff format --check python tests examples benches
+	$(VENV)/bin/ruff check python tests examples benches scripts
+	$(VENV)/bin/ruff format --check python tests examples benches scripts
 
 test-python: $(BUILT)
 	$(PY) -m pytest tests -q -p no:cacheprovider
@@ -72,7 +78,7 @@ test-python: $(BUILT)
 # The whole suite again with the GIL really off (test_typing is a static check: 3.11 only).
 test-ft: $(BUILT_FT)
 	PYO3_PYTHON=$(abspath $(PY_FT)) CARGO_TARGET_DIR=target/ft-clippy \
-		cargo clippy --lib -- -D warnings
+		cargo clippy --manifest-path compat/pyo3-0.28/Cargo.toml --locked --lib -- -D warnings
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
@@ -145,7 +151,9 @@ bench-rust:
 # Release wheels for CPython 3.11 and free-threaded 3.13t, into dist/.
 wheels: $(STAMP) $(STAMP_FT)
 	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
-	CARGO_TARGET_DIR=target/ft $(VENV)/bin/maturin build --release --out dist --interpreter $(PY_FT)
+	cd "$$(scripts/pyo3-0.28-project.sh)" && CARGO_TARGET_DIR=$(abspath target/ft) \
+		$(abspath $(VENV))/bin/maturin build --release --locked --out $(abspath dist) \
+		--interpreter $(abspath $(PY_FT))
 
 clean:
 	rm -rf $(VENV) $(VENV_FT) $(addprefix .venv-,$(EXTRA_PYTHONS)) target dist

@@ -9,12 +9,12 @@ use super::memory_backend::info_tuple;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::inline_buf::InlineBytes;
+use crate::py::ffi;
 use crate::shared::{
     file_stem, function_prefix, remove_stale, Current, Found, InsertOutcome, Params, ProcessOwner,
     SharedStore, ValueBuf,
 };
 use crate::sync::{AtomicBool, Ordering};
-use pyo3::ffi;
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::OnceLock;
