@@ -82,14 +82,21 @@ test-ft: $(BUILT_FT)
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
-# More GIL interpreters, each in its own venv and target dir (scripts/test-interpreter.sh).
-EXTRA_PYTHONS := 3.12 3.13
+# More GIL interpreters, each in its own venv and target dir (scripts/test-interpreter.sh):
+# pyenv's or PATH's, and, where this machine's Debian has none, Debian unstable's in a
+# chroot cached outside the checkout (scripts/debian-unstable.sh).
+HOST_PYTHONS := 3.12 3.13
+CHROOT_PYTHONS := 3.14 3.15
+EXTRA_PYTHONS := $(HOST_PYTHONS) $(CHROOT_PYTHONS)
 .PHONY: test-matrix $(addprefix test-py,$(EXTRA_PYTHONS))
 
 test-matrix: $(addprefix test-py,$(EXTRA_PYTHONS))
 
-$(addprefix test-py,$(EXTRA_PYTHONS)): test-py%:
+$(addprefix test-py,$(HOST_PYTHONS)): test-py%:
 	scripts/test-interpreter.sh $*
+
+$(addprefix test-py,$(CHROOT_PYTHONS)): test-py%:
+	scripts/debian-unstable.sh scripts/test-interpreter.sh $*
 
 test: test-rust loom shuttle fuzz-smoke lint test-python test-ft test-matrix
 
