@@ -98,7 +98,12 @@ $(addprefix test-py,$(HOST_PYTHONS)): test-py%:
 $(addprefix test-py,$(CHROOT_PYTHONS)): test-py%:
 	scripts/debian-unstable.sh scripts/test-interpreter.sh $*
 
-test: test-rust loom shuttle fuzz-smoke lint test-python test-ft test-matrix
+# Each stage in turn, stopping at the first failure, then the time each took.
+TEST_STAGES := test-rust loom shuttle fuzz-smoke lint test-python test-ft \
+	$(addprefix test-py,$(EXTRA_PYTHONS))
+
+test:
+	@scripts/stages.sh $(TEST_STAGES)
 
 # Model checking (docs/model-checking.md): loom explores every interleaving of small models
 # up to a preemption bound (LOOM_MAX_PREEMPTIONS overrides), shuttle runs random schedules
