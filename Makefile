@@ -160,12 +160,16 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
 bench-rust:
 	cargo bench --no-default-features --bench stores -- $(CRITERION_ARGS)
 
-# Release wheels for CPython 3.11 and free-threaded 3.13t, into dist/.
-wheels: $(STAMP) $(STAMP_FT)
-	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
-	cd "$$(scripts/pyo3-0.28-project.sh)" && CARGO_TARGET_DIR=$(abspath target/ft) \
-		$(abspath $(VENV))/bin/maturin build --release --locked --out $(abspath dist) \
-		--interpreter $(abspath $(PY_FT))
+# Release wheels into dist/, one per interpreter of the matrix, each installed into a fresh
+# venv and smoke-tested there (scripts/build-wheel.sh).
+WHEEL_PYTHONS := 3.11 $(HOST_PYTHONS) 3.13t
+wheels:
+	rm -rf dist
+	for version in $(WHEEL_PYTHONS); do scripts/build-wheel.sh $$version || exit 1; done
+	for version in $(CHROOT_PYTHONS); do \
+		scripts/debian-unstable.sh scripts/build-wheel.sh $$version || exit 1; \
+	done
+	ls dist
 
 clean:
 	rm -rf $(VENV) $(VENV_FT) $(addprefix .venv-,$(EXTRA_PYTHONS)) target dist
