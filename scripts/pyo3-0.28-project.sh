@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=target/pyo3-0.28
 mkdir -p "$stage"
-cp compat/pyo3-0.28/Cargo.toml compat/pyo3-0.28/Cargo.lock pyproject.toml README.md "$stage/"
+# -p: the copies keep their times, so cargo does not rebuild for a fresh copy.
+cp -p compat/pyo3-0.28/Cargo.toml compat/pyo3-0.28/Cargo.lock pyproject.toml README.md "$stage/"
 rm -rf "$stage/python"
 # Not the extension modules other interpreters' editable builds left in python/.
 tar -c --exclude='*.so' --exclude=__pycache__ python | tar -x -C "$stage"
