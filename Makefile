@@ -13,6 +13,9 @@ STAMP_FT := $(VENV_FT)/.installed-dev
 BUILT_FT := $(VENV_FT)/.built
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs pyproject.toml
+# Free-threaded 3.13t builds on PyO3 0.28 (0.29 dropped 3.13t): a second manifest and
+# lockfile for the same sources, laid out as a maturin project in target/pyo3-0.28/.
+COMPAT := compat/pyo3-0.28/Cargo.toml compat/pyo3-0.28/Cargo.lock
 PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi')
 
 .PHONY: help demo test test-rust test-python test-ft lint bench bench-ft build wheels clean
@@ -45,9 +48,11 @@ $(STAMP_FT): requirements-ft.txt scripts/ensure-python313t.sh
 	touch $@
 
 # A separate target dir: the two interpreters' builds would otherwise evict each other.
-$(BUILT_FT): $(STAMP_FT) $(RUST_SOURCES) $(PY_SOURCES)
-	VIRTUAL_ENV=$(abspath $(VENV_FT)) CARGO_TARGET_DIR=target/ft \
-		$(VENV_FT)/bin/maturin develop --release --quiet
+# Editable from target/pyo3-0.28/python (a copy of python/, refreshed by every build).
+$(BUILT_FT): $(STAMP_FT) $(RUST_SOURCES) $(PY_SOURCES) $(COMPAT)
+	cd "$$(scripts/pyo3-0.28-project.sh)" && VIRTUAL_ENV=$(abspath $(VENV_FT)) \
+		CARGO_TARGET_DIR=$(abspath target/ft) $(abspath $(VENV_FT))/bin/maturin develop \
+		--release --quiet --locked
 	touch $@
 
 demo: $(BUILT)
@@ -57,14 +62,15 @@ demo: $(BUILT)
 	done
 
 test-rust:
+	$(PYTHON) scripts/check-compat-manifest.py
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --no-default-features --all-targets -- -D warnings
 	cargo test --no-default-features
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python tests examples benches
-	$(VENV)/bin/ruff format --check python tests examples benches
+	$(VENV)/bin/ruff check python tests examples benches scripts
+	$(VENV)/bin/ruff format --check python tests examples benches scripts
 
 # tests/test_redis.py starts its own redis-server: Debian's package, installed when missing.
 test-python: $(BUILT)
@@ -75,21 +81,33 @@ test-python: $(BUILT)
 test-ft: $(BUILT_FT)
 	scripts/ensure-redis.sh
 	PYO3_PYTHON=$(abspath $(PY_FT)) CARGO_TARGET_DIR=target/ft-clippy \
-		cargo clippy --lib -- -D warnings
+		cargo clippy --manifest-path compat/pyo3-0.28/Cargo.toml --locked --lib -- -D warnings
 	env -u PYTHON_GIL $(PY_FT) -c 'import sys, warp_cache; assert not sys._is_gil_enabled(), "GIL on"'
 	env -u PYTHON_GIL $(PY_FT) -m pytest tests -q -p no:cacheprovider --ignore=tests/test_typing.py
 
-# More GIL interpreters, each in its own venv and target dir (scripts/test-interpreter.sh).
-EXTRA_PYTHONS := 3.12 3.13
+# More GIL interpreters, each in its own venv and target dir (scripts/test-interpreter.sh):
+# pyenv's or PATH's, and, where this machine's Debian has none, Debian unstable's in a
+# chroot cached outside the checkout (scripts/debian-unstable.sh).
+HOST_PYTHONS := 3.12 3.13
+CHROOT_PYTHONS := 3.14 3.15
+EXTRA_PYTHONS := $(HOST_PYTHONS) $(CHROOT_PYTHONS)
 .PHONY: test-matrix $(addprefix test-py,$(EXTRA_PYTHONS))
 
 test-matrix: $(addprefix test-py,$(EXTRA_PYTHONS))
 
-$(addprefix test-py,$(EXTRA_PYTHONS)): test-py%:
+$(addprefix test-py,$(HOST_PYTHONS)): test-py%:
 	scripts/ensure-redis.sh
 	scripts/test-interpreter.sh $*
 
-test: test-rust loom shuttle fuzz-smoke lint test-python test-ft test-matrix
+$(addprefix test-py,$(CHROOT_PYTHONS)): test-py%:
+	scripts/debian-unstable.sh scripts/test-interpreter.sh $*
+
+# Each stage in turn, stopping at the first failure, then the time each took.
+TEST_STAGES := test-rust loom shuttle fuzz-smoke lint test-python test-ft \
+	$(addprefix test-py,$(EXTRA_PYTHONS))
+
+test:
+	@scripts/stages.sh $(TEST_STAGES)
 
 # Model checking (docs/model-checking.md): loom explores every interleaving of small models
 # up to a preemption bound (LOOM_MAX_PREEMPTIONS overrides), shuttle runs random schedules
@@ -147,10 +165,16 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
 bench-rust:
 	cargo bench --no-default-features --bench stores -- $(CRITERION_ARGS)
 
-# Release wheels for CPython 3.11 and free-threaded 3.13t, into dist/.
-wheels: $(STAMP) $(STAMP_FT)
-	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
-	CARGO_TARGET_DIR=target/ft $(VENV)/bin/maturin build --release --out dist --interpreter $(PY_FT)
+# Release wheels into dist/, one per interpreter of the matrix, each installed into a fresh
+# venv and smoke-tested there (scripts/build-wheel.sh).
+WHEEL_PYTHONS := 3.11 $(HOST_PYTHONS) 3.13t
+wheels:
+	rm -rf dist
+	for version in $(WHEEL_PYTHONS); do scripts/build-wheel.sh $$version || exit 1; done
+	for version in $(CHROOT_PYTHONS); do \
+		scripts/debian-unstable.sh scripts/build-wheel.sh $$version || exit 1; \
+	done
+	ls dist
 
 clean:
 	rm -rf $(VENV) $(VENV_FT) $(addprefix .venv-,$(EXTRA_PYTHONS)) target dist

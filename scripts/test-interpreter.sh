@@ -11,22 +11,10 @@ set -euo pipefail
 version=${1:?usage: scripts/test-interpreter.sh VERSION}
 cd "$(dirname "$0")/.."
 
-find_python() {
-    local candidate
-    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".* 2>/dev/null | sort -V -r); do
-        if "$candidate/bin/python$version" -c 'import sys' 2>/dev/null; then
-            echo "$candidate/bin/python$version"
-            return
-        fi
-    done
-    if command -v "python$version" >/dev/null 2>&1; then
-        command -v "python$version"
-        return
-    fi
-    return 1
-}
+# shellcheck source=lib/find-python.sh
+. scripts/lib/find-python.sh
 
-if ! python=$(find_python); then
+if ! python=$(find_python "$version"); then
     echo "test-interpreter: no CPython $version found (pyenv or python$version on PATH)" >&2
     exit 1
 fi

@@ -58,6 +58,7 @@ def make_memory_cache(
 ) -> CachedFunction: ...
 
 SHARED_FORMAT: int
+BUILT_FOR: str  # the CPython version this build is for: "3.14", or "3.13t" (free-threaded)
 
 def make_shared_cache(
     func: Callable[..., Any],

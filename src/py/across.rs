@@ -19,10 +19,10 @@ use super::flight::detached;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::codec::key_hash;
+use crate::py::ffi;
 use crate::shared::flights::{Claim, Me, Outcome, Seen, Ticket, Watch};
 use crate::shared::{ancestors, flight_me, forks, ProcessLiveness};
 use crate::sync::{park_at, AtomicU64, Ordering};
-use pyo3::ffi;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 

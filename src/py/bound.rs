@@ -16,7 +16,7 @@ use super::cached::{
     TypeCell, TypeParts,
 };
 use super::object::{ErrSet, PyObj, PyResult};
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ffi::{c_int, c_void};
 use std::ptr;
 

@@ -15,7 +15,7 @@ use super::refresh::RefreshJob;
 #[cfg(unix)]
 use super::shared_backend::SharedBackend;
 use super::stack::Descent;
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ffi::{c_int, c_void};
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -18,7 +18,7 @@ use super::key::{keyword_count, keywords_by_name};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::codec::{self, Container, Form, Item, Leaf, Parser};
 use crate::inline_buf::ByteSink;
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ptr;
 use walk::{Unsupported, Walker};
 

@@ -35,8 +35,8 @@
 
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::fork::{self, ForkLocal};
+use crate::py::ffi;
 use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
-use pyo3::ffi;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 

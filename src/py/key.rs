@@ -9,7 +9,7 @@
 use super::flight::FlightKey;
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::memory::CacheKey;
-use pyo3::ffi;
+use crate::py::ffi;
 use std::mem::ManuallyDrop;
 
 /// The low bits of an object's address that [`CallKey::into_word`] uses for flags.

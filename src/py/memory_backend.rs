@@ -7,7 +7,7 @@ use super::key::{CallKey, PyKey};
 use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::memory::{Candidate, Get, Insert, Remove, Shard, Store, Verdict};
-use pyo3::ffi;
+use crate::py::ffi;
 
 #[cfg(not(Py_GIL_DISABLED))]
 type Guard<T> = super::gil_lock::GilLock<T>;

@@ -12,6 +12,7 @@ mod convert;
 mod counters;
 #[cfg(unix)]
 mod decoded;
+mod ffi;
 mod flight;
 #[cfg(not(Py_GIL_DISABLED))]
 mod gil_lock;
@@ -173,6 +174,13 @@ fn make_shared_cache(
 const SHARED_FORMAT: u64 =
     crate::shared::layout::FORMAT_VERSION * 1000 + crate::codec::CODEC_VERSION;
 
+/// The CPython version this extension was built for ("3.13", "3.13t" when free-threaded).
+const BUILT_FOR: &str = if cfg!(Py_GIL_DISABLED) {
+    concat!(env!("WARP_CACHE_BUILT_FOR"), "t")
+} else {
+    env!("WARP_CACHE_BUILT_FOR")
+};
+
 #[pymodule(gil_used = false)]
 fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -188,6 +196,7 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let tp = unsafe { Bound::from_borrowed_ptr(py, tp) };
     m.add("BoundCachedMethod", tp)?;
     m.add_class::<awaitable::ReadyValue>()?;
+    m.add("BUILT_FOR", BUILT_FOR)?;
     m.add_function(wrap_pyfunction!(make_memory_cache, m)?)?;
     #[cfg(unix)]
     m.add_function(wrap_pyfunction!(make_shared_cache, m)?)?;

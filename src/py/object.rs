@@ -1,6 +1,6 @@
 //! Owned references to Python objects, and the "a Python exception is set" error.
 
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ptr::NonNull;
 
 /// A Python exception has been set on this thread; return NULL to the interpreter.

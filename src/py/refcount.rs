@@ -20,7 +20,7 @@
 //! 3.14t defers references from the interpreter's stack instead of immortalizing; there this
 //! module does nothing (the object keeps ordinary counts, as before).
 
-use pyo3::ffi;
+use crate::py::ffi;
 
 /// `_PyGC_BITS_DEFERRED` (3.13 `Include/internal/pycore_gc.h`).
 const GC_BITS_DEFERRED: u8 = 64;

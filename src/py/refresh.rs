@@ -18,8 +18,8 @@
 use super::cached::{backend_of, this, Backend};
 use super::flight::Lead;
 use super::object::{ErrSet, PyObj};
+use crate::py::ffi;
 use crate::sync::Mutex;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use std::sync::PoisonError;
 

@@ -11,13 +11,13 @@ use super::object::{ErrSet, PyObj, PyResult};
 use crate::clock;
 use crate::codec::key_hash;
 use crate::inline_buf::InlineBytes;
+use crate::py::ffi;
 use crate::shared::flights::Outcome;
 use crate::shared::{
     file_stem, function_prefix, remove_stale, Current, Found, InsertOutcome, Params, ProcessOwner,
     SharedStore, ValueBuf,
 };
 use crate::sync::{AtomicBool, Ordering};
-use pyo3::ffi;
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::OnceLock;

@@ -18,7 +18,7 @@
 
 use super::cached::{raise, Exc};
 use super::object::{ErrSet, PyResult};
-use pyo3::ffi;
+use crate::py::ffi;
 use std::cell::Cell;
 
 /// Stack left below which a descent raises `RecursionError` instead.

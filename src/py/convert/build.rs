@@ -7,7 +7,7 @@
 use super::super::object::{ErrSet, PyObj, PyResult};
 use super::{ints, key_cache, stdtypes};
 use crate::codec::{Clock, Container, DecodeError, Leaf, Parser, Tz, UuidSafety, Visitor};
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ffi::c_int;
 use std::ptr;
 

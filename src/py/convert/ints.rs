@@ -2,7 +2,7 @@
 //! for it (`PyLong_AsNativeBytes`); 3.11 and 3.12 have only the private one pickle uses.
 
 use super::super::object::{PyObj, PyResult};
-use pyo3::ffi;
+use crate::py::ffi;
 
 /// The int `obj` as little-endian two's complement in the fewest bytes, or `None` (with no
 /// exception set) if that fails.

@@ -10,7 +10,7 @@
 //! and by a mutex on free-threaded ones; a thread that finds it busy builds its own str.
 
 use super::super::object::{PyObj, PyResult};
-use pyo3::ffi;
+use crate::py::ffi;
 use std::sync::OnceLock;
 
 /// Keys kept (a power of two).
@@ -62,13 +62,13 @@ fn slot(bytes: &[u8]) -> usize {
     (hash >> 32) as usize & (SLOTS - 1)
 }
 
-/// Whether the compact ASCII str `obj` holds exactly `text`.
+/// Whether the one-byte str `obj` (`ffi::str_is_one_byte`) holds exactly `text`.
 ///
 /// # Safety
-/// `obj` is a valid compact ASCII str.
+/// `obj` is a valid str of one byte per character.
 #[inline(always)]
 unsafe fn holds(obj: &PyObj, text: &str) -> bool {
-    // SAFETY: a compact ASCII str's data is its length in bytes, one per character.
+    // SAFETY: a one-byte str's data is its length in bytes, one per character.
     unsafe {
         let len = ffi::PyUnicode_GET_LENGTH(obj.as_ptr()) as usize;
         len == text.len()
@@ -93,18 +93,17 @@ pub fn key_str(text: &str, build: impl FnOnce(&str) -> PyResult<PyObj>) -> PyRes
     };
     let slot = &mut table.slots[slot(text.as_bytes())];
     if let Some(cached) = slot {
-        // SAFETY: only compact ASCII strs built by `build` from ASCII text are cached.
+        // SAFETY: only one-byte strs built by `build` from ASCII text are cached.
         if unsafe { holds(cached, text) } {
             return Ok(cached.clone());
         }
     }
     let obj = build(text)?;
-    // SAFETY: `obj` is a valid object; only reading its flags.
-    let compact_ascii = unsafe {
-        ffi::PyUnicode_CheckExact(obj.as_ptr()) != 0
-            && ffi::PyUnicode_IS_COMPACT_ASCII(obj.as_ptr()) != 0
+    // SAFETY: `obj` is a valid object; `str_is_one_byte` is asked of exact strs only.
+    let one_byte = unsafe {
+        ffi::PyUnicode_CheckExact(obj.as_ptr()) != 0 && ffi::str_is_one_byte(obj.as_ptr())
     };
-    if compact_ascii {
+    if one_byte {
         *slot = Some(obj.clone());
     }
     Ok(obj)

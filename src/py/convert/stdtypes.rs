@@ -7,7 +7,7 @@
 //! lock: two threads may both find a type, and the first to record it wins.
 
 use super::super::object::PyObj;
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ffi::CStr;
 use std::sync::OnceLock;
 

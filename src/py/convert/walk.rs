@@ -22,7 +22,7 @@ use crate::codec::{
     Tz, Uuid, UuidSafety, MAX_DEPTH,
 };
 use crate::inline_buf::ByteSink;
-use pyo3::ffi;
+use crate::py::ffi;
 use std::ops::Range;
 
 /// The value has a part the codec does not cover (or changed while it was read): the
