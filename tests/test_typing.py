@@ -81,3 +81,9 @@ def test_wrong_argument_type_is_reported(run_mypy, path, line_start, callee):
         r'incompatible type "str"; expected "int"\s+\[arg-type\]',
         errors[0],
     ), output
+
+
+def test_the_package_itself_passes_strict_mypy(run_mypy):
+    result = run_mypy(ROOT / "python" / "warp_cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success" in result.stdout

@@ -300,7 +300,7 @@ async def _across(cached: Any, key: object) -> tuple[bool, Any]:
 
 async def _lead(
     cached: Any,
-    name: object,
+    name: tuple[int, object, object],
     key: object,
     coro: Any,
     future: Any,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from warp_cache._api import CacheInfo
 
@@ -14,7 +14,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 
-class _EntryControl(Generic[P, R]):
+class _EntryControl(Protocol[P, R]):
     """Per-entry methods, keyed like a call with the same arguments. For a coroutine
     function (R a coroutine of T), entries hold T: `cache_peek` returns it and `cache_set`
     takes it, while `cache_refresh` returns an awaitable like a call."""
@@ -41,7 +41,7 @@ class _EntryControl(Generic[P, R]):
     def cache_refresh(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
 
-class CachedFunction(_EntryControl[P, R]):
+class CachedFunction(_EntryControl[P, R], Protocol[P, R]):
     """A function wrapped by `warp_cache.cache`: same parameters and result type."""
 
     __wrapped__: Callable[P, R]
@@ -60,7 +60,7 @@ class CachedFunction(_EntryControl[P, R]):
     def __get__(self, instance: Any, owner: type[Any]) -> Any: ...
 
 
-class BoundCachedFunction(_EntryControl[P, R]):
+class BoundCachedFunction(_EntryControl[P, R], Protocol[P, R]):
     """A cached method bound to an instance: the per-entry methods take the arguments
     after `self` and act on that instance's entries."""
 
